@@ -1,0 +1,334 @@
+//! One provider, as a session sees it: an authenticated connection, the session's stream on
+//! it, and the requests sent and not yet answered.
+//!
+//! Requests go out through a small bounded outbox served by a writer task, so a provider that
+//! stops reading can never block the robot; a reader task hands answers to whoever waits.
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use ganglion_net::{clock, ConnectError, Connection, Endpoint, FrameReader, FrameWriter};
+use ganglion_net::{RecvStream, SendStream};
+use ganglion_types::proto::{
+    Outcome, Refusal, RequestId, SessionId, SessionOpen, TensorSpec, ToProvider, ToRobot,
+};
+use ganglion_types::{Envelope, ModelHash, NodeId, NodeKey, PublicKey};
+use tokio::sync::mpsc;
+use tracing::debug;
+
+use crate::health::{DownReason, Event, Health};
+
+/// Encoded request frames waiting to be written to one provider. A provider this far behind
+/// is congested; new requests skip it (the other providers answer).
+pub const OUTBOX_MAX: usize = 32;
+
+/// Requests awaiting an answer from one provider. Past this, requests skip the provider.
+pub const PENDING_MAX: usize = 1024;
+
+/// Lifetime of the signed session open.
+pub const OPEN_TTL_MS: u64 = 60_000;
+
+/// How long opening a session (after connecting) may take.
+pub const OPEN_TIMEOUT_MS: u64 = 5_000;
+
+/// A provider a robot may use.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct ProviderAddr {
+    pub id: NodeId,
+    pub addr: SocketAddr,
+}
+
+/// Why a session could not be opened on one provider.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum LinkError {
+    #[error(transparent)]
+    Connect(#[from] ConnectError),
+    #[error("stream: {0}")]
+    Stream(String),
+    #[error("provider refused the session: {0}")]
+    Refused(Refusal),
+    #[error("provider sent an unexpected or invalid reply: {0}")]
+    Protocol(String),
+    #[error("provider did not answer the session open in time")]
+    Timeout,
+}
+
+/// Who waits for an answer: the request's collector, told which provider answered.
+pub type Waiter = mpsc::Sender<(NodeId, Outcome, Instant)>;
+
+struct Pending {
+    sent: Instant,
+    deadline: Instant,
+    waiter: Waiter,
+}
+
+/// A live session with one provider.
+pub struct Link {
+    provider: ProviderAddr,
+    key: PublicKey,
+    outputs: Vec<TensorSpec>,
+    connection: Connection,
+    outbox: mpsc::Sender<Arc<Vec<u8>>>,
+    pending: Mutex<HashMap<RequestId, Pending>>,
+    health: Mutex<Health>,
+    alive: AtomicBool,
+    wins: AtomicU64,
+    /// Tells the session's supervisor that this link went down.
+    down_tx: mpsc::Sender<(NodeId, DownReason)>,
+}
+
+impl std::fmt::Debug for Link {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Link")
+            .field("provider", &self.provider.id)
+            .field("alive", &self.is_alive())
+            .finish()
+    }
+}
+
+/// What opening a link needs.
+#[derive(Debug, Clone)]
+pub struct OpenParams {
+    pub key: Arc<NodeKey>,
+    pub endpoint: Endpoint,
+    pub session: SessionId,
+    pub model: ModelHash,
+    pub seq: u64,
+}
+
+impl Link {
+    /// Connects to `provider`, opens the session and starts the link's tasks.
+    pub async fn open(
+        params: &OpenParams,
+        provider: ProviderAddr,
+        down_tx: mpsc::Sender<(NodeId, DownReason)>,
+    ) -> Result<Arc<Self>, LinkError> {
+        let key = provider
+            .id
+            .public_key()
+            .map_err(|e| LinkError::Protocol(e.to_string()))?;
+        let connection = params.endpoint.connect(provider.addr, provider.id).await?;
+        let (mut writer, mut reader) = connection
+            .open_stream()
+            .await
+            .map_err(|e| LinkError::Stream(e.to_string()))?;
+        let open = SessionOpen {
+            session: params.session,
+            provider: provider.id,
+            model: params.model,
+        };
+        let envelope = Envelope::seal(
+            &params.key,
+            params.seq,
+            clock::unix_ms() + OPEN_TTL_MS,
+            &open,
+        );
+        writer
+            .send(&ToProvider::Open(envelope))
+            .await
+            .map_err(|e| LinkError::Stream(e.to_string()))?;
+        let reply = tokio::time::timeout(Duration::from_millis(OPEN_TIMEOUT_MS), reader.next())
+            .await
+            .map_err(|_| LinkError::Timeout)?
+            .map_err(|e| LinkError::Stream(e.to_string()))?
+            .ok_or_else(|| LinkError::Stream("provider closed the stream".into()))?;
+        let opened = match ToRobot::decode(reply).map_err(|e| LinkError::Protocol(e.to_string()))? {
+            ToRobot::Opened(opened)
+                if opened.session == params.session && opened.model == params.model =>
+            {
+                opened
+            }
+            ToRobot::Refused(refusal) => return Err(LinkError::Refused(refusal)),
+            other => {
+                return Err(LinkError::Protocol(format!(
+                    "expected session opened, got {other:?}"
+                )))
+            }
+        };
+        let (outbox, outbox_rx) = mpsc::channel(OUTBOX_MAX);
+        let link = Arc::new(Self {
+            provider,
+            key,
+            outputs: opened.outputs,
+            connection,
+            outbox,
+            pending: Mutex::new(HashMap::new()),
+            health: Mutex::new(Health::default()),
+            alive: AtomicBool::new(true),
+            wins: AtomicU64::new(0),
+            down_tx,
+        });
+        tokio::spawn(write_requests(Arc::clone(&link), writer, outbox_rx));
+        tokio::spawn(read_answers(Arc::clone(&link), reader));
+        debug!(provider = %provider.id, "link open");
+        Ok(link)
+    }
+
+    pub fn provider(&self) -> ProviderAddr {
+        self.provider
+    }
+
+    pub fn key(&self) -> &PublicKey {
+        &self.key
+    }
+
+    /// Output specs the provider declared for the model.
+    pub fn outputs(&self) -> &[TensorSpec] {
+        &self.outputs
+    }
+
+    pub fn is_alive(&self) -> bool {
+        self.alive.load(Ordering::Relaxed)
+    }
+
+    /// Answers this link won.
+    pub fn wins(&self) -> u64 {
+        self.wins.load(Ordering::Relaxed)
+    }
+
+    pub(crate) fn won(&self) {
+        self.wins.fetch_add(1, Ordering::Relaxed);
+    }
+
+    pub fn rtt(&self) -> Duration {
+        self.connection.rtt()
+    }
+
+    /// Queues an encoded request. Returns false (and sends nothing) if the link is down or
+    /// congested.
+    pub fn send(
+        &self,
+        id: RequestId,
+        frame: &Arc<Vec<u8>>,
+        deadline: Instant,
+        waiter: &Waiter,
+    ) -> bool {
+        if !self.is_alive() {
+            return false;
+        }
+        {
+            let Ok(mut pending) = self.pending.lock() else {
+                return false;
+            };
+            if pending.len() >= PENDING_MAX {
+                return false;
+            }
+            pending.insert(
+                id,
+                Pending {
+                    sent: clock::now(),
+                    deadline,
+                    waiter: waiter.clone(),
+                },
+            );
+        }
+        if self.outbox.try_send(Arc::clone(frame)).is_err() {
+            if let Ok(mut pending) = self.pending.lock() {
+                pending.remove(&id);
+            }
+            self.record(Event::Missed);
+            return false;
+        }
+        true
+    }
+
+    /// Records what happened to a request; marks the link down when the rule says so.
+    pub fn record(&self, event: Event) {
+        let verdict = match self.health.lock() {
+            Ok(mut health) => health.record(event),
+            Err(_) => Some(DownReason::Failing),
+        };
+        if let Some(reason) = verdict {
+            self.go_down(reason);
+        }
+    }
+
+    /// Counts requests that passed their deadline without an answer as misses.
+    pub fn sweep(&self, now: Instant) {
+        let overdue = match self.pending.lock() {
+            Ok(mut pending) => {
+                let before = pending.len();
+                pending.retain(|_, p| p.deadline > now);
+                before - pending.len()
+            }
+            Err(_) => 0,
+        };
+        for _ in 0..overdue {
+            self.record(Event::Missed);
+        }
+    }
+
+    fn go_down(&self, reason: DownReason) {
+        if self.alive.swap(false, Ordering::Relaxed) {
+            debug!(provider = %self.provider.id, %reason, "provider down");
+            if let Ok(mut pending) = self.pending.lock() {
+                pending.clear();
+            }
+            self.connection.close(b"marked down");
+            let _ = self.down_tx.try_send((self.provider.id, reason));
+        }
+    }
+
+    /// Closes the link (session over).
+    pub fn close(&self) {
+        self.alive.store(false, Ordering::Relaxed);
+        self.connection.close(b"session closed");
+    }
+
+    fn deliver(&self, id: RequestId, outcome: Outcome) {
+        let now = clock::now();
+        let Some(pending) = self.pending.lock().ok().and_then(|mut p| p.remove(&id)) else {
+            return; // already counted as missed, or never asked
+        };
+        let event = match &outcome {
+            Outcome::Done(_) => None,
+            Outcome::Failed(ganglion_types::proto::ServeError::Busy { .. }) => Some(Event::Busy),
+            Outcome::Failed(_) => Some(Event::Error),
+        };
+        match event {
+            Some(event) => self.record(event),
+            // Whether a result checks out is decided by whoever waits; lateness is decided here.
+            None if pending.waiter.is_closed() => self.record(Event::Answered {
+                on_time: now <= pending.deadline,
+            }),
+            None => {}
+        }
+        let _ = pending
+            .waiter
+            .try_send((self.provider.id, outcome, pending.sent));
+    }
+}
+
+async fn write_requests(
+    link: Arc<Link>,
+    mut writer: FrameWriter<SendStream>,
+    mut rx: mpsc::Receiver<Arc<Vec<u8>>>,
+) {
+    while let Some(frame) = rx.recv().await {
+        if writer.send_raw(&frame).await.is_err() {
+            link.record(Event::Disconnected);
+            return;
+        }
+    }
+}
+
+async fn read_answers(link: Arc<Link>, mut reader: FrameReader<RecvStream>) {
+    loop {
+        let frame = match reader.next().await {
+            Ok(Some(frame)) => frame,
+            Ok(None) | Err(_) => break,
+        };
+        match ToRobot::decode(frame) {
+            Ok(ToRobot::Answer(answer)) => link.deliver(answer.id, answer.outcome),
+            Ok(_) | Err(_) => {
+                link.record(Event::BadAnswer);
+                break;
+            }
+        }
+    }
+    link.record(Event::Disconnected);
+}

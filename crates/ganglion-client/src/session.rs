@@ -1,0 +1,383 @@
+//! A session: one model, k providers answering every request at once, spares to take over.
+//!
+//! Each request goes to all k active providers (hedging). The first answer whose signature
+//! verifies against the provider's key, whose claim matches this request's inputs and model,
+//! and whose outputs have the declared shapes, wins; the rest are dropped. A provider that
+//! disconnects, stalls or answers garbage is marked down ([`crate::health`]) and a spare is
+//! connected in the background to get back to k, while the others keep answering.
+
+use std::collections::VecDeque;
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex, RwLock};
+use std::time::{Duration, Instant};
+
+use ganglion_net::{clock, Endpoint};
+use ganglion_types::proto::{
+    AnswerClaim, Outcome, Request, RequestId, ServeError, SessionId, ToProvider,
+};
+use ganglion_types::{tensor, wire, ModelHash, NodeId, NodeKey, Tensor};
+use tokio::sync::mpsc;
+use tracing::{info, warn};
+
+use crate::health::{DownReason, Event};
+pub use crate::link::ProviderAddr;
+use crate::link::{Link, LinkError, OpenParams};
+
+/// Default redundancy: every request to two providers.
+pub const REDUNDANCY_DEFAULT: usize = 2;
+
+/// Most providers one request is sent to.
+pub const REDUNDANCY_MAX: usize = 8;
+
+/// Interval at which overdue requests are counted as misses, as a fraction of the deadline
+/// (and at least 1 ms).
+const SWEEP_DIVISOR: u32 = 2;
+
+/// What a session asks for.
+#[derive(Debug, Clone)]
+pub struct SessionConfig {
+    pub model: ModelHash,
+    /// Providers each request goes to (k).
+    pub redundancy: usize,
+    /// Time each request may take, end to end.
+    pub deadline: Duration,
+}
+
+/// A request's winning answer.
+#[derive(Debug, Clone)]
+pub struct Answered {
+    pub request: RequestId,
+    pub outputs: Vec<Tensor>,
+    pub provider: NodeId,
+    pub latency: Duration,
+    /// Time the provider says it spent, queue included.
+    pub service: Duration,
+}
+
+/// Why a session could not be opened.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum OpenError {
+    #[error("redundancy must be 1 to {REDUNDANCY_MAX}, got {0}")]
+    Redundancy(usize),
+    #[error("the operating system gave no randomness: {0}")]
+    Random(String),
+    #[error("no provider accepted the session ({tried} tried); last error: {last}")]
+    NoProvider { tried: usize, last: String },
+}
+
+/// Why a request got no answer.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum RequestError {
+    #[error("no provider is up in this session")]
+    NoProviders,
+    #[error("no valid answer within the deadline of {0:?}")]
+    DeadlineMissed(Duration),
+    #[error("every provider failed this request; last error: {0}")]
+    AllFailed(String),
+}
+
+/// A snapshot of the session's state.
+#[derive(Debug, Clone)]
+pub struct SessionStatus {
+    pub active: Vec<NodeId>,
+    pub spares: usize,
+    pub failovers: u64,
+    pub down: Vec<(NodeId, DownReason)>,
+}
+
+struct Inner {
+    params: OpenParams,
+    config: SessionConfig,
+    active: RwLock<Vec<Arc<Link>>>,
+    spares: Mutex<VecDeque<ProviderAddr>>,
+    down: Mutex<Vec<(NodeId, DownReason)>>,
+    /// Replacements being connected right now.
+    connecting: AtomicUsize,
+    failovers: AtomicU64,
+    next_request: AtomicU64,
+    seq: AtomicU64,
+    down_tx: mpsc::Sender<(NodeId, DownReason)>,
+}
+
+/// A robot's session with the network for one model.
+pub struct Session {
+    inner: Arc<Inner>,
+    supervisor: tokio::task::JoinHandle<()>,
+}
+
+impl std::fmt::Debug for Session {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Session")
+            .field("status", &self.status())
+            .finish()
+    }
+}
+
+impl Session {
+    /// Opens a session on the first `config.redundancy` of `candidates` that accept it; the
+    /// rest are spares, taken in order when a provider goes down.
+    pub async fn open(
+        key: Arc<NodeKey>,
+        endpoint: Endpoint,
+        config: SessionConfig,
+        candidates: Vec<ProviderAddr>,
+    ) -> Result<Self, OpenError> {
+        if config.redundancy == 0 || config.redundancy > REDUNDANCY_MAX {
+            return Err(OpenError::Redundancy(config.redundancy));
+        }
+        let mut session_id = [0u8; 8];
+        // A session id need only be unlikely to collide: the robot's key authenticates it.
+        getrandom::getrandom(&mut session_id).map_err(|e| OpenError::Random(e.to_string()))?;
+        let (down_tx, down_rx) = mpsc::channel(REDUNDANCY_MAX * 4);
+        let inner = Arc::new(Inner {
+            params: OpenParams {
+                key,
+                endpoint,
+                session: SessionId(u64::from_le_bytes(session_id)),
+                model: config.model,
+                seq: 0,
+            },
+            config,
+            active: RwLock::new(Vec::new()),
+            spares: Mutex::new(candidates.into_iter().collect()),
+            down: Mutex::new(Vec::new()),
+            connecting: AtomicUsize::new(0),
+            failovers: AtomicU64::new(0),
+            next_request: AtomicU64::new(1),
+            // Sequence numbers above any this key used before a restart: microseconds now.
+            seq: AtomicU64::new(clock::unix_ms().saturating_mul(1000)),
+            down_tx,
+        });
+        let (tried, last) = inner.fill_initial().await;
+        if inner.active_count() == 0 {
+            return Err(OpenError::NoProvider { tried, last });
+        }
+        let supervisor = tokio::spawn(supervise(Arc::clone(&inner), down_rx));
+        Ok(Self { inner, supervisor })
+    }
+
+    /// Sends `inputs` to every active provider and returns the first valid answer.
+    pub async fn request(&self, inputs: Vec<Tensor>) -> Result<Answered, RequestError> {
+        self.inner.request(inputs).await
+    }
+
+    pub fn status(&self) -> SessionStatus {
+        let inner = &self.inner;
+        SessionStatus {
+            active: inner.links().iter().map(|l| l.provider().id).collect(),
+            spares: inner.spares.lock().map_or(0, |s| s.len()),
+            failovers: inner.failovers.load(Ordering::Relaxed),
+            down: inner.down.lock().map(|d| d.clone()).unwrap_or_default(),
+        }
+    }
+
+    /// The active links (for reports: wins per provider, RTTs).
+    pub fn links(&self) -> Vec<Arc<Link>> {
+        self.inner.links()
+    }
+
+    pub fn id(&self) -> SessionId {
+        self.inner.params.session
+    }
+
+    /// Ends the session and closes its connections.
+    pub fn close(self) {
+        self.supervisor.abort();
+        for link in self.inner.links() {
+            link.close();
+        }
+    }
+}
+
+impl Inner {
+    fn links(&self) -> Vec<Arc<Link>> {
+        self.active.read().map(|a| a.clone()).unwrap_or_default()
+    }
+
+    fn active_count(&self) -> usize {
+        self.active.read().map_or(0, |a| a.len())
+    }
+
+    fn next_spare(&self) -> Option<ProviderAddr> {
+        self.spares.lock().ok()?.pop_front()
+    }
+
+    fn params(&self) -> OpenParams {
+        OpenParams {
+            seq: self.seq.fetch_add(1, Ordering::Relaxed),
+            ..self.params.clone()
+        }
+    }
+
+    async fn try_open(&self, provider: ProviderAddr) -> Result<Arc<Link>, LinkError> {
+        Link::open(&self.params(), provider, self.down_tx.clone()).await
+    }
+
+    /// Opens links until k are active or the spares run out.
+    async fn fill_initial(&self) -> (usize, String) {
+        let (mut tried, mut last) = (0, String::from("no candidates"));
+        while self.active_count() < self.config.redundancy {
+            let Some(provider) = self.next_spare() else {
+                break;
+            };
+            tried += 1;
+            match self.try_open(provider).await {
+                Ok(link) => self.add(link),
+                Err(e) => {
+                    warn!(provider = %provider.id, error = %e, "provider did not open the session");
+                    last = e.to_string();
+                }
+            }
+        }
+        (tried, last)
+    }
+
+    fn add(&self, link: Arc<Link>) {
+        if let Ok(mut active) = self.active.write() {
+            active.push(link);
+        }
+    }
+
+    fn remove(&self, id: NodeId) {
+        if let Ok(mut active) = self.active.write() {
+            active.retain(|l| l.provider().id != id);
+        }
+    }
+
+    async fn request(&self, inputs: Vec<Tensor>) -> Result<Answered, RequestError> {
+        let started = clock::now();
+        let deadline_in = self.config.deadline;
+        let deadline = started + deadline_in;
+        let id = RequestId(self.next_request.fetch_add(1, Ordering::Relaxed));
+        let input_hash = tensor::hash_all(&inputs);
+        let budget_us = u32::try_from(deadline_in.as_micros()).unwrap_or(u32::MAX);
+        let frame = Arc::new(wire::encode(&ToProvider::Request(Request {
+            id,
+            budget_us,
+            inputs,
+        })));
+
+        let links = self.links();
+        let (tx, mut rx) = mpsc::channel(links.len().max(1));
+        let sent = links
+            .iter()
+            .filter(|l| l.send(id, &frame, deadline, &tx))
+            .count();
+        drop(tx);
+        if sent == 0 {
+            return Err(RequestError::NoProviders);
+        }
+        let mut last_error = None;
+        loop {
+            let received = tokio::time::timeout_at(deadline.into(), rx.recv()).await;
+            let (provider, outcome, _) = match received {
+                Err(_) => return Err(RequestError::DeadlineMissed(deadline_in)),
+                Ok(None) => {
+                    return Err(match last_error {
+                        Some(e) => RequestError::AllFailed(e),
+                        None => RequestError::DeadlineMissed(deadline_in),
+                    })
+                }
+                Ok(Some(message)) => message,
+            };
+            let Some(link) = links.iter().find(|l| l.provider().id == provider) else {
+                continue;
+            };
+            match outcome {
+                Outcome::Done(done) => {
+                    let claim = AnswerClaim {
+                        request: id,
+                        input_hash,
+                        output_hash: tensor::hash_all(&done.outputs),
+                        model: self.config.model,
+                    };
+                    let shapes_ok = done.outputs.len() == link.outputs().len()
+                        && link
+                            .outputs()
+                            .iter()
+                            .zip(&done.outputs)
+                            .all(|(spec, t)| spec.check(t).is_ok());
+                    if claim.verify(link.key(), &done.signature).is_ok() && shapes_ok {
+                        link.record(Event::Answered { on_time: true });
+                        link.won();
+                        return Ok(Answered {
+                            request: id,
+                            outputs: done.outputs,
+                            provider,
+                            latency: started.elapsed(),
+                            service: Duration::from_micros(u64::from(done.service_us)),
+                        });
+                    }
+                    warn!(provider = %provider, request = id.0, "answer failed its checks");
+                    link.record(Event::BadAnswer);
+                    last_error = Some(format!("invalid answer from {}", provider.short()));
+                }
+                Outcome::Failed(error) => {
+                    if !matches!(error, ServeError::Busy { .. }) {
+                        warn!(provider = %provider, request = id.0, %error, "provider failed a request");
+                    }
+                    last_error = Some(error.to_string());
+                }
+            }
+        }
+    }
+
+    /// Replaces a provider that went down with the next spare, in the background.
+    fn replace(self: &Arc<Self>, id: NodeId, reason: DownReason) {
+        self.remove(id);
+        if let Ok(mut down) = self.down.lock() {
+            down.push((id, reason));
+        }
+        self.failovers.fetch_add(1, Ordering::Relaxed);
+        info!(provider = %id, %reason, "provider down: failing over");
+        self.spawn_refill();
+    }
+
+    fn spawn_refill(self: &Arc<Self>) {
+        let wanted = self.config.redundancy;
+        if self.active_count() + self.connecting.load(Ordering::Relaxed) >= wanted {
+            return;
+        }
+        let Some(provider) = self.next_spare() else {
+            return;
+        };
+        self.connecting.fetch_add(1, Ordering::Relaxed);
+        let inner = Arc::clone(self);
+        tokio::spawn(async move {
+            let opened = inner.try_open(provider).await;
+            inner.connecting.fetch_sub(1, Ordering::Relaxed);
+            match opened {
+                Ok(link) => {
+                    info!(provider = %provider.id, "spare joined the session");
+                    inner.add(link);
+                }
+                Err(e) => {
+                    warn!(provider = %provider.id, error = %e, "spare did not open the session")
+                }
+            }
+            inner.spawn_refill();
+        });
+    }
+}
+
+async fn supervise(inner: Arc<Inner>, mut down_rx: mpsc::Receiver<(NodeId, DownReason)>) {
+    let every = (inner.config.deadline / SWEEP_DIVISOR).max(Duration::from_millis(1));
+    let mut tick = tokio::time::interval(every);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            down = down_rx.recv() => match down {
+                Some((id, reason)) => inner.replace(id, reason),
+                None => return,
+            },
+            _ = tick.tick() => {
+                let now: Instant = clock::now();
+                for link in inner.links() {
+                    link.sweep(now);
+                }
+            }
+        }
+    }
+}

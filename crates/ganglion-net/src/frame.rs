@@ -1,0 +1,225 @@
+//! Frames: a little-endian u32 length, then that many bytes (one wire-encoded message).
+//!
+//! The length is checked against [`FRAME_BYTES_MAX`] before a single byte of the body is read
+//! or allocated. Readers and writers keep their buffer between frames.
+
+use ganglion_types::limits::FRAME_BYTES_MAX;
+use ganglion_types::wire;
+use serde::Serialize;
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+
+/// Bytes of the length prefix.
+pub const HEADER_BYTES: usize = 4;
+
+/// Why a frame could not be read or written.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum FrameError {
+    #[error("frame of {len} bytes exceeds the limit of {max} bytes")]
+    TooLarge { len: usize, max: usize },
+    #[error("stream ended in the middle of a frame")]
+    Truncated,
+    #[error("stream I/O: {0}")]
+    Io(#[from] std::io::Error),
+}
+
+/// Reads a frame header and checks the length it announces.
+pub fn body_len(header: [u8; HEADER_BYTES], max: usize) -> Result<usize, FrameError> {
+    let len = u32::from_le_bytes(header) as usize;
+    if len > max {
+        return Err(FrameError::TooLarge { len, max });
+    }
+    Ok(len)
+}
+
+/// A sans-IO decoder: push bytes as they arrive, pop whole frames. Memory stays within one
+/// frame plus what was pushed.
+#[derive(Debug, Default)]
+pub struct FrameDecoder {
+    buf: Vec<u8>,
+    max: usize,
+}
+
+impl FrameDecoder {
+    pub fn new(max: usize) -> Self {
+        Self {
+            buf: Vec::new(),
+            max,
+        }
+    }
+
+    pub fn push(&mut self, bytes: &[u8]) {
+        self.buf.extend_from_slice(bytes);
+    }
+
+    /// The next whole frame's body, `None` if more bytes are needed, or an error (after which
+    /// the stream must be closed: there is no way to resynchronise).
+    pub fn next_frame(&mut self) -> Result<Option<Vec<u8>>, FrameError> {
+        let Some(header) = self.buf.first_chunk::<HEADER_BYTES>() else {
+            return Ok(None);
+        };
+        let len = body_len(*header, self.max)?;
+        if self.buf.len() < HEADER_BYTES + len {
+            return Ok(None);
+        }
+        let body = self.buf[HEADER_BYTES..HEADER_BYTES + len].to_vec();
+        self.buf.drain(..HEADER_BYTES + len);
+        Ok(Some(body))
+    }
+}
+
+/// Reads frames from a stream, reusing one buffer.
+#[derive(Debug)]
+pub struct FrameReader<R> {
+    inner: R,
+    buf: Vec<u8>,
+    max: usize,
+}
+
+impl<R: AsyncRead + Unpin> FrameReader<R> {
+    pub fn new(inner: R) -> Self {
+        Self {
+            inner,
+            buf: Vec::new(),
+            max: FRAME_BYTES_MAX,
+        }
+    }
+
+    /// The stream, for reading it raw.
+    pub fn get_mut(&mut self) -> &mut R {
+        &mut self.inner
+    }
+
+    /// The next frame's body; `None` when the stream ended cleanly between frames.
+    pub async fn next(&mut self) -> Result<Option<&[u8]>, FrameError> {
+        let mut header = [0u8; HEADER_BYTES];
+        let mut got = 0;
+        while got < HEADER_BYTES {
+            let n = self.inner.read(&mut header[got..]).await?;
+            if n == 0 {
+                return if got == 0 {
+                    Ok(None)
+                } else {
+                    Err(FrameError::Truncated)
+                };
+            }
+            got += n;
+        }
+        let len = body_len(header, self.max)?;
+        self.buf.resize(len, 0);
+        match self.inner.read_exact(&mut self.buf).await {
+            Ok(_) => Ok(Some(&self.buf)),
+            Err(e) if e.kind() == std::io::ErrorKind::UnexpectedEof => Err(FrameError::Truncated),
+            Err(e) => Err(e.into()),
+        }
+    }
+}
+
+/// Writes frames to a stream, reusing one buffer.
+#[derive(Debug)]
+pub struct FrameWriter<W> {
+    inner: W,
+    buf: Vec<u8>,
+}
+
+impl<W: AsyncWrite + Unpin> FrameWriter<W> {
+    pub fn new(inner: W) -> Self {
+        Self {
+            inner,
+            buf: Vec::new(),
+        }
+    }
+
+    /// Encodes `message` and writes it as one frame.
+    pub async fn send<T: Serialize>(&mut self, message: &T) -> Result<(), FrameError> {
+        self.buf.clear();
+        self.buf.extend_from_slice(&[0; HEADER_BYTES]);
+        wire::encode_into(message, &mut self.buf);
+        self.write_buf().await
+    }
+
+    /// Writes `body` as one frame.
+    pub async fn send_raw(&mut self, body: &[u8]) -> Result<(), FrameError> {
+        self.buf.clear();
+        self.buf.extend_from_slice(&[0; HEADER_BYTES]);
+        self.buf.extend_from_slice(body);
+        self.write_buf().await
+    }
+
+    async fn write_buf(&mut self) -> Result<(), FrameError> {
+        let len = self.buf.len() - HEADER_BYTES;
+        if len > FRAME_BYTES_MAX {
+            return Err(FrameError::TooLarge {
+                len,
+                max: FRAME_BYTES_MAX,
+            });
+        }
+        self.buf[..HEADER_BYTES].copy_from_slice(&(len as u32).to_le_bytes());
+        self.inner.write_all(&self.buf).await?;
+        Ok(())
+    }
+
+    /// The stream, to finish or reset it.
+    pub fn get_mut(&mut self) -> &mut W {
+        &mut self.inner
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn decoder_yields_frames_split_anywhere() {
+        let mut wire_bytes = Vec::new();
+        for body in [&b"hello"[..], b"", b"world!"] {
+            wire_bytes.extend_from_slice(&(body.len() as u32).to_le_bytes());
+            wire_bytes.extend_from_slice(body);
+        }
+        for split in 0..wire_bytes.len() {
+            let mut d = FrameDecoder::new(64);
+            d.push(&wire_bytes[..split]);
+            let mut frames = Vec::new();
+            while let Some(f) = d.next_frame().unwrap() {
+                frames.push(f);
+            }
+            d.push(&wire_bytes[split..]);
+            while let Some(f) = d.next_frame().unwrap() {
+                frames.push(f);
+            }
+            assert_eq!(frames, vec![b"hello".to_vec(), vec![], b"world!".to_vec()]);
+        }
+    }
+
+    #[test]
+    fn oversized_length_is_refused_before_the_body_arrives() {
+        let mut d = FrameDecoder::new(1024);
+        d.push(&u32::MAX.to_le_bytes());
+        assert!(
+            matches!(d.next_frame(), Err(FrameError::TooLarge { len, .. }) if len == u32::MAX as usize)
+        );
+    }
+
+    #[tokio::test]
+    async fn reader_and_writer_round_trip_and_detect_truncation() {
+        let (a, b) = tokio::io::duplex(1 << 16);
+        let mut writer = FrameWriter::new(a);
+        writer.send(&(1u32, "two".to_owned())).await.unwrap();
+        writer.send_raw(&[1, 2, 3]).await.unwrap();
+        writer
+            .get_mut()
+            .write_all(&10u32.to_le_bytes())
+            .await
+            .unwrap();
+        writer.get_mut().write_all(&[0; 3]).await.unwrap();
+        drop(writer);
+        let mut reader = FrameReader::new(b);
+        let first = reader.next().await.unwrap().unwrap().to_vec();
+        assert_eq!(
+            wire::decode::<(u32, String)>(&first, 64).unwrap(),
+            (1, "two".to_owned())
+        );
+        assert_eq!(reader.next().await.unwrap().unwrap(), &[1, 2, 3]);
+        assert!(matches!(reader.next().await, Err(FrameError::Truncated)));
+    }
+}

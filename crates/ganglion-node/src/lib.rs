@@ -1,0 +1,17 @@
+//! The daemons Ganglion nodes run, composed from the lower crates.
+//!
+//! Parts:
+//! - [`service`]: what a provider serves: the model runtime, or an echo service for
+//!   benchmarking the data plane without a model.
+//! - [`provider`]: the provider daemon: accepts authenticated QUIC connections, opens sessions
+//!   from signed requests, answers each request with a signed answer, and keeps serving everyone
+//!   else when one peer misbehaves.
+//!
+//! This crate is a driver: it owns sockets and reads the clock.
+#![allow(clippy::disallowed_methods)]
+
+pub mod provider;
+pub mod service;
+
+pub use provider::{Provider, ProviderStats};
+pub use service::{EchoService, ModelInfo, RuntimeService, Service};

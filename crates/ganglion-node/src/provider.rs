@@ -1,0 +1,316 @@
+//! The provider daemon's data plane.
+//!
+//! Each robot connection carries one stream per session. The first frame on a stream must be a
+//! signed [`SessionOpen`] from the connection's own (TLS-proven) identity, addressed to this
+//! provider, for a model it serves; then requests follow, each answered (in any order) with a
+//! signed answer or the reason there is none. A peer that sends garbage loses its connection;
+//! nobody else notices.
+
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use ganglion_net::endpoint::FramedStream;
+use ganglion_net::{clock, ConnectError, Connection, Endpoint, TransportConfig};
+use ganglion_net::{RecvStream, SendStream};
+use ganglion_types::limits::ERROR_TEXT_BYTES_MAX;
+use ganglion_types::proto::{
+    truncate_text, Answer, AnswerClaim, Done, Outcome, Refusal, Request, ServeError, SessionOpen,
+    SessionOpened, ToProvider, ToRobot,
+};
+use ganglion_types::{ModelHash, NodeId, NodeKey, ReplayGuard};
+use tokio::sync::{mpsc, Semaphore};
+use tracing::{debug, info, warn};
+
+use crate::service::Service;
+
+/// Requests of one session being served at once; past this the provider answers "busy" at
+/// once (the runtime's own queue is the finer bound; this one stops a robot from spawning
+/// unbounded tasks against a service that never refuses).
+pub const SESSION_IN_FLIGHT_MAX: usize = 64;
+
+/// Answers waiting to be written to one session's stream.
+pub const SESSION_OUTBOX_MAX: usize = 64;
+
+/// How long a new stream may take to send its session open.
+pub const OPEN_TIMEOUT_MS: u64 = 5_000;
+
+/// QUIC error code for a peer that broke the protocol.
+const PROTOCOL_VIOLATION: u32 = 0x10;
+
+/// Counters a provider keeps about itself.
+#[derive(Debug, Default)]
+pub struct ProviderStats {
+    pub connections: AtomicU64,
+    pub sessions: AtomicU64,
+    pub answered: AtomicU64,
+    pub refused: AtomicU64,
+    pub protocol_errors: AtomicU64,
+}
+
+/// A provider: identity, endpoint and service.
+#[derive(Debug)]
+pub struct Provider<S> {
+    key: Arc<NodeKey>,
+    endpoint: Endpoint,
+    service: Arc<S>,
+    guard: Arc<Mutex<ReplayGuard>>,
+    stats: Arc<ProviderStats>,
+}
+
+impl<S: Service> Provider<S> {
+    /// Binds the provider's endpoint on `addr` (port 0 for any).
+    pub fn bind(key: Arc<NodeKey>, addr: SocketAddr, service: S) -> Result<Self, ConnectError> {
+        let endpoint = Endpoint::server(Arc::clone(&key), addr, TransportConfig::default())?;
+        Ok(Self {
+            key,
+            endpoint,
+            service: Arc::new(service),
+            guard: Arc::new(Mutex::new(ReplayGuard::default())),
+            stats: Arc::new(ProviderStats::default()),
+        })
+    }
+
+    pub fn id(&self) -> NodeId {
+        self.key.id()
+    }
+
+    pub fn local_addr(&self) -> std::io::Result<SocketAddr> {
+        self.endpoint.local_addr()
+    }
+
+    pub fn stats(&self) -> Arc<ProviderStats> {
+        Arc::clone(&self.stats)
+    }
+
+    /// The endpoint, to close it.
+    pub fn endpoint(&self) -> &Endpoint {
+        &self.endpoint
+    }
+
+    /// Serves until the endpoint is closed.
+    pub async fn serve(self) {
+        let shared = Arc::new(Shared {
+            key: self.key,
+            service: self.service,
+            guard: self.guard,
+            stats: self.stats,
+        });
+        info!(provider = %shared.key.id(), addr = ?self.endpoint.local_addr().ok(), "provider serving");
+        while let Some(incoming) = self.endpoint.accept().await {
+            let shared = Arc::clone(&shared);
+            tokio::spawn(async move {
+                match Connection::accept(incoming).await {
+                    Ok(connection) => shared.serve_connection(connection).await,
+                    Err(e) => debug!(error = %e, "incoming connection failed"),
+                }
+            });
+        }
+    }
+}
+
+struct Shared<S> {
+    key: Arc<NodeKey>,
+    service: Arc<S>,
+    guard: Arc<Mutex<ReplayGuard>>,
+    stats: Arc<ProviderStats>,
+}
+
+/// Why a session stream ended badly.
+#[derive(Debug, thiserror::Error)]
+enum SessionEnd {
+    #[error("peer broke the protocol: {0}")]
+    Protocol(String),
+    #[error("stream closed")]
+    Closed,
+}
+
+impl<S: Service> Shared<S> {
+    async fn serve_connection(self: Arc<Self>, connection: Connection) {
+        self.stats.connections.fetch_add(1, Ordering::Relaxed);
+        let robot = connection.remote();
+        debug!(robot = %robot, "connection accepted");
+        loop {
+            let stream = match connection.accept_stream().await {
+                Ok(stream) => stream,
+                Err(e) => {
+                    debug!(robot = %robot, reason = %e, "connection ended");
+                    return;
+                }
+            };
+            let (shared, connection) = (Arc::clone(&self), connection.clone());
+            tokio::spawn(async move {
+                if let Err(SessionEnd::Protocol(reason)) = shared.serve_session(robot, stream).await
+                {
+                    shared.stats.protocol_errors.fetch_add(1, Ordering::Relaxed);
+                    warn!(robot = %robot, reason, "closing connection of a misbehaving peer");
+                    let reason = truncate_text(reason, 64);
+                    connection.close_with(PROTOCOL_VIOLATION, reason.as_bytes());
+                }
+            });
+        }
+    }
+
+    async fn serve_session(
+        self: &Arc<Self>,
+        robot: NodeId,
+        stream: FramedStream,
+    ) -> Result<(), SessionEnd> {
+        let (mut writer, mut reader) = stream;
+        let open = tokio::time::timeout(Duration::from_millis(OPEN_TIMEOUT_MS), reader.next())
+            .await
+            .map_err(|_| SessionEnd::Protocol("no session open in time".into()))?
+            .map_err(|e| SessionEnd::Protocol(e.to_string()))?
+            .ok_or(SessionEnd::Closed)?;
+        let open = match ToProvider::decode(open) {
+            Ok(ToProvider::Open(envelope)) => envelope,
+            Ok(ToProvider::Request(_)) => {
+                return Err(SessionEnd::Protocol("request before session open".into()))
+            }
+            Err(e) => return Err(SessionEnd::Protocol(e.to_string())),
+        };
+        let model = match self.accept_open(robot, &open) {
+            Ok(opened) => {
+                let model = opened.model;
+                writer
+                    .send(&ToRobot::Opened(opened))
+                    .await
+                    .map_err(|_| SessionEnd::Closed)?;
+                model
+            }
+            Err(refusal) => {
+                self.stats.refused.fetch_add(1, Ordering::Relaxed);
+                let _ = writer.send(&ToRobot::Refused(refusal)).await;
+                let _ = writer.get_mut().finish();
+                return Ok(());
+            }
+        };
+        self.stats.sessions.fetch_add(1, Ordering::Relaxed);
+        let (outbox, rx) = mpsc::channel(SESSION_OUTBOX_MAX);
+        let writing = tokio::spawn(write_answers(writer, rx));
+        let result = self.serve_requests(model, &mut reader, &outbox).await;
+        drop(outbox);
+        let _ = writing.await;
+        result
+    }
+
+    fn accept_open(
+        &self,
+        robot: NodeId,
+        envelope: &ganglion_types::Envelope,
+    ) -> Result<SessionOpened, Refusal> {
+        if envelope.author != robot {
+            return Err(Refusal::BadOpen(
+                "signed by another node than the connection's".into(),
+            ));
+        }
+        let open: SessionOpen = {
+            let mut guard = self
+                .guard
+                .lock()
+                .map_err(|_| Refusal::BadOpen("internal".into()))?;
+            envelope
+                .open(clock::unix_ms(), Some(&mut guard))
+                .map_err(|e| Refusal::BadOpen(truncate_text(e.to_string(), ERROR_TEXT_BYTES_MAX)))?
+        };
+        if open.provider != self.key.id() {
+            return Err(Refusal::WrongProvider);
+        }
+        let info = self
+            .service
+            .describe(&open.model)
+            .ok_or(Refusal::UnknownModel(open.model))?;
+        debug!(robot = %robot, session = open.session.0, model = %open.model.short(), "session opened");
+        Ok(SessionOpened {
+            session: open.session,
+            model: open.model,
+            alias: info.alias,
+            inputs: info.inputs,
+            outputs: info.outputs,
+        })
+    }
+
+    async fn serve_requests(
+        self: &Arc<Self>,
+        model: ModelHash,
+        reader: &mut ganglion_net::FrameReader<RecvStream>,
+        outbox: &mpsc::Sender<ToRobot>,
+    ) -> Result<(), SessionEnd> {
+        let in_flight = Arc::new(Semaphore::new(SESSION_IN_FLIGHT_MAX));
+        loop {
+            let frame = match reader.next().await {
+                Ok(Some(frame)) => frame,
+                Ok(None) => return Ok(()),
+                Err(ganglion_net::FrameError::Io(_)) => return Err(SessionEnd::Closed),
+                Err(e) => return Err(SessionEnd::Protocol(e.to_string())),
+            };
+            let received = clock::now();
+            let request = match ToProvider::decode(frame) {
+                Ok(ToProvider::Request(request)) => request,
+                Ok(ToProvider::Open(_)) => {
+                    return Err(SessionEnd::Protocol(
+                        "second session open on one stream".into(),
+                    ))
+                }
+                Err(e) => return Err(SessionEnd::Protocol(e.to_string())),
+            };
+            let Ok(permit) = Arc::clone(&in_flight).try_acquire_owned() else {
+                let queued = u32::try_from(SESSION_IN_FLIGHT_MAX).unwrap_or(u32::MAX);
+                let busy = Answer {
+                    id: request.id,
+                    outcome: Outcome::Failed(ServeError::Busy { queued }),
+                };
+                outbox
+                    .send(ToRobot::Answer(busy))
+                    .await
+                    .map_err(|_| SessionEnd::Closed)?;
+                continue;
+            };
+            let shared = Arc::clone(self);
+            let outbox = outbox.clone();
+            tokio::spawn(async move {
+                let answer = shared.answer(model, request, received).await;
+                let _ = outbox.send(ToRobot::Answer(answer)).await;
+                drop(permit);
+            });
+        }
+    }
+
+    async fn answer(&self, model: ModelHash, request: Request, received: Instant) -> Answer {
+        let deadline = received + Duration::from_micros(u64::from(request.budget_us));
+        let Request { id, inputs, .. } = request;
+        let input_hash = ganglion_types::tensor::hash_all(&inputs);
+        let outcome = match self.service.call(model, inputs, deadline).await {
+            Ok(outputs) => {
+                let claim = AnswerClaim {
+                    request: id,
+                    input_hash,
+                    output_hash: ganglion_types::tensor::hash_all(&outputs),
+                    model,
+                };
+                let service_us = u32::try_from(received.elapsed().as_micros()).unwrap_or(u32::MAX);
+                self.stats.answered.fetch_add(1, Ordering::Relaxed);
+                Outcome::Done(Done {
+                    outputs,
+                    service_us,
+                    signature: claim.sign(&self.key),
+                })
+            }
+            Err(e) => Outcome::Failed(e),
+        };
+        Answer { id, outcome }
+    }
+}
+
+async fn write_answers(
+    mut writer: ganglion_net::FrameWriter<SendStream>,
+    mut rx: mpsc::Receiver<ToRobot>,
+) {
+    while let Some(message) = rx.recv().await {
+        if writer.send(&message).await.is_err() {
+            return;
+        }
+    }
+    let _ = writer.get_mut().finish();
+}

@@ -1,0 +1,18 @@
+//! Model execution for providers: ONNX models through tract on CPU.
+//!
+//! Parts:
+//! - [`model`]: a loaded model, named by the BLAKE3 hash of its bytes, that checks every input
+//!   against its declared types and shapes before running.
+//! - [`runtime`]: the models a provider serves and a bounded pool of worker threads; a full
+//!   queue, or one that would make a request miss its deadline, answers "busy" at once.
+//! - [`vision`]: image pre-processing (decode, resize, normalise) and decoders for the bundled
+//!   models (BlazeFace face boxes, hand landmarks).
+//! - [`zoo`]: the models and images bundled with Ganglion, with their credit.
+
+pub mod model;
+pub mod runtime;
+pub mod vision;
+pub mod zoo;
+
+pub use model::{LoadError, Model, RunError};
+pub use runtime::{Runtime, RuntimeConfig};

@@ -1,0 +1,306 @@
+//! The models a provider serves, and the worker threads that run them.
+//!
+//! Requests wait in one bounded queue. A request is refused at once ("busy") when the queue is
+//! full, or when the work already queued would make it miss its deadline: answering "busy" in
+//! microseconds lets the robot's other providers answer, while queueing past the deadline would
+//! only burn compute on an answer nobody waits for.
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::mpsc::{self, TrySendError};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use ganglion_types::limits::ERROR_TEXT_BYTES_MAX;
+use ganglion_types::proto::{truncate_text, ServeError};
+use ganglion_types::{ModelHash, Tensor};
+use tokio::sync::oneshot;
+use tract_onnx::prelude::TypedSimpleState;
+
+use crate::model::{Model, RunError};
+
+/// Default worker threads: one, since tract runs one inference per thread and the machines this
+/// runs on in the devnet have few cores.
+pub const WORKERS_DEFAULT: usize = 1;
+
+/// Default queue length. With ~5 ms per BlazeFace inference, 16 queued requests is ~80 ms of
+/// work: more than any perception deadline, so the deadline check refuses first.
+pub const QUEUE_DEFAULT: usize = 16;
+
+/// Largest queue a provider may configure.
+pub const QUEUE_MAX: usize = 4096;
+
+/// Weight of a new sample in the service-time moving average, in 1/1024.
+const EWMA_WEIGHT: u64 = 128;
+
+/// How the runtime's pool is sized.
+#[derive(Debug, Clone, Copy)]
+pub struct RuntimeConfig {
+    pub workers: usize,
+    pub queue: usize,
+}
+
+impl Default for RuntimeConfig {
+    fn default() -> Self {
+        Self {
+            workers: WORKERS_DEFAULT,
+            queue: QUEUE_DEFAULT,
+        }
+    }
+}
+
+struct Job {
+    model: Arc<Model>,
+    inputs: Vec<Tensor>,
+    deadline: Instant,
+    reply: oneshot::Sender<Result<Vec<Tensor>, ServeError>>,
+}
+
+/// Live figures of one model, shared with the workers.
+#[derive(Debug, Default)]
+struct ModelStats {
+    service_ewma_us: AtomicU64,
+    runs: AtomicU64,
+}
+
+/// A provider's models and its pool of workers.
+pub struct Runtime {
+    models: HashMap<ModelHash, (Arc<Model>, Arc<ModelStats>)>,
+    queue: mpsc::SyncSender<(Job, Arc<ModelStats>)>,
+    queued: Arc<AtomicUsize>,
+    config: RuntimeConfig,
+}
+
+impl std::fmt::Debug for Runtime {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Runtime")
+            .field("models", &self.models.len())
+            .field("queued", &self.queued())
+            .field("config", &self.config)
+            .finish()
+    }
+}
+
+fn internal(text: String) -> ServeError {
+    ServeError::Internal(truncate_text(text, ERROR_TEXT_BYTES_MAX))
+}
+
+impl From<RunError> for ServeError {
+    fn from(e: RunError) -> Self {
+        match e {
+            RunError::InputCount { .. } | RunError::BadInput(_) => {
+                Self::BadInput(truncate_text(e.to_string(), ERROR_TEXT_BYTES_MAX))
+            }
+            RunError::Tract(_) | RunError::Output(_) => internal(e.to_string()),
+        }
+    }
+}
+
+impl Runtime {
+    /// Starts `config.workers` threads serving `models`, and returns once each worker has run
+    /// every model once (the first run of a model allocates its buffers and is several times
+    /// slower than the next: no robot's request should pay for that).
+    pub fn new(models: Vec<Model>, config: RuntimeConfig) -> Self {
+        let config = RuntimeConfig {
+            workers: config.workers.max(1),
+            queue: config.queue.clamp(1, QUEUE_MAX),
+        };
+        let (tx, rx) = mpsc::sync_channel(config.queue);
+        let rx = Arc::new(Mutex::new(rx));
+        let queued = Arc::new(AtomicUsize::new(0));
+        let models: HashMap<_, _> = models
+            .into_iter()
+            .map(|m| (m.hash(), (Arc::new(m), Arc::new(ModelStats::default()))))
+            .collect();
+        let (ready_tx, ready_rx) = mpsc::channel();
+        let mut started = 0;
+        for i in 0..config.workers {
+            let (rx, queued, ready) = (Arc::clone(&rx), Arc::clone(&queued), ready_tx.clone());
+            let warm: Vec<_> = models.values().cloned().collect();
+            let spawned = std::thread::Builder::new()
+                .name(format!("ganglion-worker-{i}"))
+                .spawn(move || worker(&rx, &queued, &warm, ready));
+            match spawned {
+                Ok(_) => started += 1,
+                Err(e) => tracing::error!(error = %e, "could not start a runtime worker"),
+            }
+        }
+        for _ in 0..started {
+            if ready_rx.recv().is_err() {
+                break;
+            }
+        }
+        Self {
+            models,
+            queue: tx,
+            queued,
+            config,
+        }
+    }
+
+    /// The model with this hash, if served here.
+    pub fn model(&self, hash: &ModelHash) -> Option<&Arc<Model>> {
+        self.models.get(hash).map(|(m, _)| m)
+    }
+
+    /// Every model served here.
+    pub fn models(&self) -> impl Iterator<Item = &Arc<Model>> {
+        self.models.values().map(|(m, _)| m)
+    }
+
+    /// Requests waiting or running.
+    pub fn queued(&self) -> usize {
+        self.queued.load(Ordering::Relaxed)
+    }
+
+    /// Moving average of the time one inference of `hash` takes, once it has run.
+    pub fn service_time(&self, hash: &ModelHash) -> Option<Duration> {
+        let (_, stats) = self.models.get(hash)?;
+        let us = stats.service_ewma_us.load(Ordering::Relaxed);
+        (stats.runs.load(Ordering::Relaxed) > 0).then(|| Duration::from_micros(us))
+    }
+
+    /// Queues `inputs` for `model` unless the queue is full or the wait would pass `deadline`.
+    /// Inputs are checked here, before they take a place in the queue.
+    pub fn submit(
+        &self,
+        model: &ModelHash,
+        inputs: Vec<Tensor>,
+        deadline: Instant,
+        now: Instant,
+    ) -> Result<oneshot::Receiver<Result<Vec<Tensor>, ServeError>>, ServeError> {
+        let (model, stats) = self
+            .models
+            .get(model)
+            .ok_or_else(|| ServeError::BadInput(format!("model {model} is not served here")))?;
+        model.check(&inputs)?;
+        let queued = self.queued.fetch_add(1, Ordering::Relaxed);
+        let busy = |queued: usize| ServeError::Busy {
+            queued: u32::try_from(queued).unwrap_or(u32::MAX),
+        };
+        let per_run = Duration::from_micros(stats.service_ewma_us.load(Ordering::Relaxed));
+        let rounds = u32::try_from(queued / self.config.workers + 1).unwrap_or(u32::MAX);
+        if now + per_run.saturating_mul(rounds) > deadline {
+            self.queued.fetch_sub(1, Ordering::Relaxed);
+            return Err(if queued == 0 {
+                ServeError::DeadlineExceeded
+            } else {
+                busy(queued)
+            });
+        }
+        let (reply, rx) = oneshot::channel();
+        let job = Job {
+            model: Arc::clone(model),
+            inputs,
+            deadline,
+            reply,
+        };
+        match self.queue.try_send((job, Arc::clone(stats))) {
+            Ok(()) => Ok(rx),
+            Err(TrySendError::Full(_)) => {
+                self.queued.fetch_sub(1, Ordering::Relaxed);
+                Err(busy(queued))
+            }
+            Err(TrySendError::Disconnected(_)) => {
+                self.queued.fetch_sub(1, Ordering::Relaxed);
+                Err(internal("runtime workers have stopped".into()))
+            }
+        }
+    }
+
+    /// Runs `inputs` on `model` and waits for the result.
+    pub async fn infer(
+        &self,
+        model: &ModelHash,
+        inputs: Vec<Tensor>,
+        deadline: Instant,
+    ) -> Result<Vec<Tensor>, ServeError> {
+        let rx = self.submit(model, inputs, deadline, now())?;
+        rx.await
+            .unwrap_or_else(|_| Err(internal("runtime worker stopped".into())))
+    }
+}
+
+/// The worker threads are the runtime's driver: they alone read the clock.
+#[allow(clippy::disallowed_methods)]
+fn now() -> Instant {
+    Instant::now()
+}
+
+type Queue = Mutex<mpsc::Receiver<(Job, Arc<ModelStats>)>>;
+
+/// A zero input of every model's declared shape (free dimensions set to 1).
+fn zero_inputs(model: &Model) -> Vec<Tensor> {
+    model
+        .inputs()
+        .iter()
+        .map(|spec| {
+            let shape: Vec<u32> = spec.shape.iter().map(|d| d.unwrap_or(1)).collect();
+            let len = Tensor::element_count(&shape).unwrap_or(0) * spec.dtype.size();
+            Tensor {
+                dtype: spec.dtype,
+                shape,
+                data: vec![0; len],
+            }
+        })
+        .collect()
+}
+
+fn worker(
+    rx: &Queue,
+    queued: &AtomicUsize,
+    warm: &[(Arc<Model>, Arc<ModelStats>)],
+    ready: mpsc::Sender<()>,
+) {
+    let mut states: HashMap<ModelHash, TypedSimpleState> = HashMap::new();
+    for (model, stats) in warm {
+        let (reply, _) = oneshot::channel();
+        let job = Job {
+            model: Arc::clone(model),
+            inputs: zero_inputs(model),
+            deadline: now() + Duration::from_secs(60),
+            reply,
+        };
+        if let Err(e) = run_job(&job, stats, &mut states) {
+            tracing::warn!(model = model.alias(), error = %e, "warm-up run failed");
+        }
+    }
+    let _ = ready.send(());
+    drop(ready);
+    loop {
+        let next = match rx.lock() {
+            Ok(guard) => guard.recv(),
+            Err(_) => return,
+        };
+        let Ok((job, stats)) = next else { return };
+        let result = run_job(&job, &stats, &mut states);
+        queued.fetch_sub(1, Ordering::Relaxed);
+        let _ = job.reply.send(result);
+    }
+}
+
+fn run_job(
+    job: &Job,
+    stats: &ModelStats,
+    states: &mut HashMap<ModelHash, TypedSimpleState>,
+) -> Result<Vec<Tensor>, ServeError> {
+    let start = now();
+    if start >= job.deadline {
+        return Err(ServeError::DeadlineExceeded);
+    }
+    let state = match states.entry(job.model.hash()) {
+        std::collections::hash_map::Entry::Occupied(e) => e.into_mut(),
+        std::collections::hash_map::Entry::Vacant(e) => e.insert(job.model.state()?),
+    };
+    let outputs = job.model.run(state, &job.inputs)?;
+    let took_us = u64::try_from(start.elapsed().as_micros()).unwrap_or(u64::MAX);
+    let runs = stats.runs.fetch_add(1, Ordering::Relaxed);
+    let old = stats.service_ewma_us.load(Ordering::Relaxed);
+    let new = if runs == 0 {
+        took_us
+    } else {
+        (old * (1024 - EWMA_WEIGHT) + took_us * EWMA_WEIGHT) / 1024
+    };
+    stats.service_ewma_us.store(new, Ordering::Relaxed);
+    Ok(outputs)
+}

@@ -1,0 +1,179 @@
+#![allow(clippy::disallowed_methods)] // tests read the clock to build deadlines
+//! The runtime against the real bundled models.
+
+use std::time::{Duration, Instant};
+
+use ganglion_runtime::vision::{self, decode_faces, max_face_score};
+use ganglion_runtime::zoo::{self, Bundled};
+use ganglion_runtime::{Model, RunError, Runtime, RuntimeConfig};
+use ganglion_types::proto::ServeError;
+use ganglion_types::{DType, Tensor};
+
+fn blazeface() -> Model {
+    Model::load("blazeface", zoo::BLAZEFACE_ONNX).expect("bundled BlazeFace loads")
+}
+
+#[test]
+fn finds_the_astronauts_face() {
+    let model = blazeface();
+    let image = vision::decode_image(zoo::ASTRONAUT_PNG).unwrap();
+    let outputs = model
+        .run_once(&[vision::blazeface_input(&image).unwrap()])
+        .unwrap();
+    let score = max_face_score(&outputs).unwrap();
+    assert!(
+        score > 0.9,
+        "astronaut face score {score} (onnxruntime says 0.92)"
+    );
+    let faces = decode_faces(&outputs, 0.5).unwrap();
+    assert_eq!(faces.len(), 1, "{faces:?}");
+    let face = faces[0];
+    // The astronaut's face is in the upper middle of the picture.
+    let (cx, cy) = (
+        (face.x_min + face.x_max) / 2.0,
+        (face.y_min + face.y_max) / 2.0,
+    );
+    assert!(
+        (0.3..0.7).contains(&cx) && (0.1..0.5).contains(&cy),
+        "{face:?}"
+    );
+}
+
+#[test]
+fn hand_model_runs_and_decodes() {
+    let model = Model::load("hand-landmark", zoo::HAND_LANDMARK_ONNX).unwrap();
+    assert_eq!(
+        model.inputs()[0].shape,
+        vec![Some(1), Some(3), Some(224), Some(224)]
+    );
+    let image = vision::decode_image(zoo::CAMERA_PNG).unwrap();
+    let outputs = model
+        .run_once(&[Bundled::HandLandmark.input(&image).unwrap()])
+        .unwrap();
+    let hand = vision::decode_hand(&outputs).unwrap();
+    assert!((0.0..=1.0).contains(&hand.presence));
+    // The camera man holds no hand up to the camera.
+    assert!(hand.presence < 0.5, "presence {}", hand.presence);
+}
+
+#[test]
+fn wrong_shapes_and_types_are_refused_with_the_expected_shape() {
+    let model = blazeface();
+    let wrong_shape = Tensor::from_f32(&[1, 3, 64, 64], &vec![0.0; 3 * 64 * 64]).unwrap();
+    let err = model.run_once(&[wrong_shape]).unwrap_err();
+    assert!(
+        matches!(&err, RunError::BadInput(text) if text.contains("[1, 3, 128, 128]")),
+        "{err}"
+    );
+
+    let wrong_type = Tensor {
+        dtype: DType::U8,
+        shape: vec![1, 3, 128, 128],
+        data: vec![0; 3 * 128 * 128],
+    };
+    assert!(matches!(
+        model.run_once(&[wrong_type]),
+        Err(RunError::BadInput(_))
+    ));
+
+    let lying = Tensor {
+        dtype: DType::F32,
+        shape: vec![1, 3, 128, 128],
+        data: vec![0; 12],
+    };
+    assert!(matches!(
+        model.run_once(&[lying]),
+        Err(RunError::BadInput(_))
+    ));
+
+    assert!(matches!(
+        model.run_once(&[]),
+        Err(RunError::InputCount {
+            expected: 1,
+            got: 0
+        })
+    ));
+}
+
+#[test]
+fn garbage_is_not_a_model() {
+    assert!(Model::load("junk", b"definitely not onnx").is_err());
+    assert!(Model::load("Bad Alias!", zoo::BLAZEFACE_ONNX).is_err());
+}
+
+#[tokio::test]
+async fn a_full_queue_answers_busy_at_once() {
+    let runtime = Runtime::new(
+        vec![blazeface()],
+        RuntimeConfig {
+            workers: 1,
+            queue: 2,
+        },
+    );
+    let hash = runtime.models().next().unwrap().hash();
+    let image = vision::decode_image(zoo::ASTRONAUT_PNG).unwrap();
+    let input = vision::blazeface_input(&image).unwrap();
+    let far = Instant::now() + Duration::from_secs(30);
+
+    // Fill the worker and the queue, then one more.
+    let mut pending = Vec::new();
+    let mut busy = None;
+    for _ in 0..8 {
+        let asked = Instant::now();
+        match runtime.submit(&hash, vec![input.clone()], far, Instant::now()) {
+            Ok(rx) => pending.push(rx),
+            Err(e) => {
+                busy = Some((e, asked.elapsed()));
+                break;
+            }
+        }
+    }
+    let (err, took) = busy.expect("the queue filled up");
+    assert!(matches!(err, ServeError::Busy { .. }), "{err:?}");
+    assert!(took < Duration::from_millis(5), "busy took {took:?}");
+    for rx in pending {
+        let outputs = rx.await.unwrap().unwrap();
+        assert!(max_face_score(&outputs).unwrap() > 0.9);
+    }
+}
+
+#[tokio::test]
+async fn a_request_that_cannot_meet_its_deadline_is_refused_not_queued() {
+    let runtime = Runtime::new(
+        vec![blazeface()],
+        RuntimeConfig {
+            workers: 1,
+            queue: 64,
+        },
+    );
+    let hash = runtime.models().next().unwrap().hash();
+    let image = vision::decode_image(zoo::ASTRONAUT_PNG).unwrap();
+    let input = vision::blazeface_input(&image).unwrap();
+    // Warm up: the runtime learns how long one inference takes.
+    let far = Instant::now() + Duration::from_secs(30);
+    runtime
+        .infer(&hash, vec![input.clone()], far)
+        .await
+        .unwrap();
+    let per_run = runtime.service_time(&hash).unwrap();
+
+    // Queue ten, then ask for an answer within two inferences' time.
+    let queued: Vec<_> = (0..10)
+        .map(|_| {
+            runtime
+                .submit(&hash, vec![input.clone()], far, Instant::now())
+                .unwrap()
+        })
+        .collect();
+    let tight = Instant::now() + per_run * 2;
+    let err = runtime
+        .submit(&hash, vec![input.clone()], tight, Instant::now())
+        .unwrap_err();
+    assert!(
+        matches!(err, ServeError::Busy { queued } if queued >= 8),
+        "{err:?}"
+    );
+    for rx in queued {
+        rx.await.unwrap().unwrap();
+    }
+}

@@ -1,0 +1,386 @@
+//! `ganglion bench`: Ganglion's hot paths against the best plain alternative, measured in the
+//! same run, interleaved sample by sample so that machine noise hits both alike, with the ratio
+//! of medians printed.
+//!
+//! - `runtime`: a request through `ganglion-runtime` (input checks, queue, worker thread,
+//!   conversions) against calling tract directly on the same model and input.
+//! - `net`: a request/answer round trip through the data plane (session stream, framing,
+//!   encoding, hashing, the provider's signature and the robot's verification) with an echo
+//!   service, against a raw quinn stream echo and a raw TCP echo, at 64 B and 1 MiB.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use anyhow::Context;
+use clap::Subcommand;
+use ganglion_client::{ProviderAddr, Session, SessionConfig};
+use ganglion_net::{Endpoint, TransportConfig};
+use ganglion_node::{EchoService, Provider};
+use ganglion_runtime::zoo::{self, Bundled};
+use ganglion_runtime::{Model, Runtime, RuntimeConfig};
+use ganglion_types::{DType, NodeKey, Tensor};
+use serde::Serialize;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tract_onnx::prelude::tvec;
+
+#[derive(Debug, clap::Args)]
+pub struct Args {
+    #[command(subcommand)]
+    which: Which,
+    /// Also write the results as JSON here.
+    #[arg(long, global = true)]
+    json: Option<std::path::PathBuf>,
+}
+
+#[derive(Debug, Subcommand)]
+enum Which {
+    /// ganglion-runtime against tract directly.
+    Runtime {
+        /// Bundled model: blazeface or hand-landmark.
+        #[arg(long, default_value = "blazeface")]
+        model: String,
+        /// Samples of each.
+        #[arg(long, default_value_t = 300)]
+        samples: usize,
+    },
+    /// The data plane against raw quinn and raw TCP echoes.
+    Net {
+        /// Samples of each at 64 B (1 MiB takes a tenth as many).
+        #[arg(long, default_value_t = 3000)]
+        samples: usize,
+    },
+}
+
+/// Largest sample count accepted.
+const SAMPLES_MAX: usize = 1_000_000;
+
+/// Median and tail of one contender, in microseconds.
+#[derive(Debug, Clone, Copy, Serialize)]
+struct Stats {
+    p50_us: f64,
+    p95_us: f64,
+    min_us: f64,
+}
+
+fn stats(samples: &mut [Duration]) -> Stats {
+    samples.sort_unstable();
+    let at =
+        |q: f64| samples[((samples.len() - 1) as f64 * q).round() as usize].as_secs_f64() * 1e6;
+    Stats {
+        p50_us: at(0.5),
+        p95_us: at(0.95),
+        min_us: at(0.0),
+    }
+}
+
+#[derive(Debug, Serialize)]
+struct Line {
+    bench: String,
+    ganglion: Stats,
+    baseline_name: String,
+    baseline: Stats,
+    ratio_p50: f64,
+    target: Option<f64>,
+}
+
+fn line(
+    bench: &str,
+    ganglion: Stats,
+    baseline_name: &str,
+    baseline: Stats,
+    target: Option<f64>,
+) -> Line {
+    Line {
+        bench: bench.into(),
+        ganglion,
+        baseline_name: baseline_name.into(),
+        baseline,
+        ratio_p50: ganglion.p50_us / baseline.p50_us,
+        target,
+    }
+}
+
+fn print(lines: &[Line]) {
+    println!(
+        "{:<24} {:>12} {:>12} {:<12} {:>12} {:>12} {:>8} {:>8}",
+        "bench", "ganglion p50", "p95", "baseline", "p50", "p95", "ratio", "target"
+    );
+    for l in lines {
+        let target = l.target.map_or_else(|| "-".into(), |t| format!("≤{t:.2}×"));
+        let verdict = match l.target {
+            Some(t) if l.ratio_p50 <= t => " ok",
+            Some(_) => " MISSED",
+            None => "",
+        };
+        println!(
+            "{:<24} {:>10.1}µs {:>10.1}µs {:<12} {:>10.1}µs {:>10.1}µs {:>7.2}× {:>8}{verdict}",
+            l.bench,
+            l.ganglion.p50_us,
+            l.ganglion.p95_us,
+            l.baseline_name,
+            l.baseline.p50_us,
+            l.baseline.p95_us,
+            l.ratio_p50,
+            target
+        );
+    }
+}
+
+pub fn run(args: Args) -> anyhow::Result<()> {
+    let lines = match args.which {
+        Which::Runtime { model, samples } => runtime(&model, samples.clamp(10, SAMPLES_MAX))?,
+        Which::Net { samples } => net(samples.clamp(10, SAMPLES_MAX))?,
+    };
+    print(&lines);
+    if let Some(path) = args.json {
+        std::fs::write(&path, serde_json::to_string_pretty(&lines)?)
+            .with_context(|| format!("cannot write {}", path.display()))?;
+    }
+    Ok(())
+}
+
+fn runtime(alias: &str, samples: usize) -> anyhow::Result<Vec<Line>> {
+    let bundled =
+        Bundled::by_alias(alias).with_context(|| format!("unknown bundled model {alias:?}"))?;
+    let input = bundled.input(&zoo::frames()?[0])?;
+    let direct = Model::load(bundled.alias(), bundled.bytes())?;
+    let plan = Arc::clone(direct.plan());
+    let runtime = Runtime::new(
+        vec![Model::load(bundled.alias(), bundled.bytes())?],
+        RuntimeConfig::default(),
+    );
+    let hash = direct.hash();
+    let tokio = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?;
+    let shape: Vec<usize> = input.shape.iter().map(|&d| d as usize).collect();
+    let values = input.to_f32()?;
+    let tract_input = tract_onnx::prelude::Tensor::from_shape(&shape, &values)?;
+    let mut ours = Vec::with_capacity(samples);
+    let mut theirs = Vec::with_capacity(samples);
+    println!("runtime: {samples} samples of {alias} each, interleaved…");
+    for i in 0..samples + 10 {
+        let t = Instant::now();
+        let out = plan.run(tvec!(tract_input.clone().into()))?;
+        let tract_took = t.elapsed();
+        std::hint::black_box(out);
+        let t = Instant::now();
+        let deadline = Instant::now() + Duration::from_secs(10);
+        let out = tokio.block_on(runtime.infer(&hash, vec![input.clone()], deadline))?;
+        let ours_took = t.elapsed();
+        std::hint::black_box(out);
+        if i >= 10 {
+            theirs.push(tract_took);
+            ours.push(ours_took);
+        }
+    }
+    Ok(vec![line(
+        &format!("runtime {alias}"),
+        stats(&mut ours),
+        "tract",
+        stats(&mut theirs),
+        Some(1.05),
+    )])
+}
+
+fn loopback() -> SocketAddr {
+    SocketAddr::from(([127, 0, 0, 1], 0))
+}
+
+/// Echo servers on their own thread and runtime: TCP, raw quinn, and a Ganglion provider.
+struct Servers {
+    tcp: SocketAddr,
+    quinn: ProviderAddr,
+    provider: ProviderAddr,
+}
+
+fn start_servers() -> anyhow::Result<Servers> {
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::Builder::new()
+        .name("bench-servers".into())
+        .spawn(move || {
+            let tokio = match tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+            {
+                Ok(t) => t,
+                Err(e) => return drop(tx.send(Err(anyhow::Error::from(e)))),
+            };
+            tokio.block_on(async move {
+                let started = async {
+                    let tcp = tokio::net::TcpListener::bind(loopback()).await?;
+                    let tcp_addr = tcp.local_addr()?;
+                    tokio::spawn(tcp_echo(tcp));
+                    let quinn_key = Arc::new(NodeKey::generate());
+                    let quinn = Endpoint::server(
+                        Arc::clone(&quinn_key),
+                        loopback(),
+                        TransportConfig::default(),
+                    )?;
+                    let quinn_addr = ProviderAddr {
+                        id: quinn_key.id(),
+                        addr: quinn.local_addr()?,
+                    };
+                    tokio::spawn(quinn_echo(quinn));
+                    let key = Arc::new(NodeKey::generate());
+                    let provider = Provider::bind(Arc::clone(&key), loopback(), EchoService)?;
+                    let provider_addr = ProviderAddr {
+                        id: key.id(),
+                        addr: provider.local_addr()?,
+                    };
+                    tokio::spawn(provider.serve());
+                    anyhow::Ok(Servers {
+                        tcp: tcp_addr,
+                        quinn: quinn_addr,
+                        provider: provider_addr,
+                    })
+                };
+                let _ = tx.send(started.await);
+                std::future::pending::<()>().await;
+            });
+        })?;
+    rx.recv().context("bench servers failed to start")?
+}
+
+async fn echo_loop<R: AsyncReadExt + Unpin, W: AsyncWriteExt + Unpin>(
+    mut r: R,
+    mut w: W,
+) -> std::io::Result<()> {
+    let mut buf = Vec::new();
+    loop {
+        let len = r.read_u32_le().await? as usize;
+        buf.resize(len, 0);
+        r.read_exact(&mut buf).await?;
+        w.write_u32_le(len as u32).await?;
+        w.write_all(&buf).await?;
+    }
+}
+
+async fn tcp_echo(listener: tokio::net::TcpListener) {
+    while let Ok((stream, _)) = listener.accept().await {
+        let _ = stream.set_nodelay(true);
+        tokio::spawn(async move {
+            let (r, w) = stream.into_split();
+            let _ = echo_loop(r, w).await;
+        });
+    }
+}
+
+async fn quinn_echo(endpoint: Endpoint) {
+    while let Some(incoming) = endpoint.accept().await {
+        tokio::spawn(async move {
+            let Ok(connection) = incoming.await else {
+                return;
+            };
+            while let Ok((send, recv)) = connection.accept_bi().await {
+                tokio::spawn(async move {
+                    let _ = echo_loop(recv, send).await;
+                });
+            }
+        });
+    }
+}
+
+async fn round_trip<R: AsyncReadExt + Unpin, W: AsyncWriteExt + Unpin>(
+    r: &mut R,
+    w: &mut W,
+    payload: &[u8],
+    buf: &mut Vec<u8>,
+) -> std::io::Result<()> {
+    // One write for header and body, as the echo's reply comes back.
+    let mut frame = Vec::with_capacity(4 + payload.len());
+    frame.extend_from_slice(&(payload.len() as u32).to_le_bytes());
+    frame.extend_from_slice(payload);
+    w.write_all(&frame).await?;
+    let len = r.read_u32_le().await? as usize;
+    buf.resize(len, 0);
+    r.read_exact(buf).await?;
+    Ok(())
+}
+
+fn net(samples: usize) -> anyhow::Result<Vec<Line>> {
+    let servers = start_servers()?;
+    let tokio = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?;
+    tokio.block_on(async move {
+        let mut tcp = tokio::net::TcpStream::connect(servers.tcp).await?;
+        tcp.set_nodelay(true)?;
+        let (mut tcp_r, mut tcp_w) = tcp.split();
+
+        let key = Arc::new(NodeKey::generate());
+        let endpoint = Endpoint::client(Arc::clone(&key), loopback(), TransportConfig::default())?;
+        // Raw quinn: the same endpoint, TLS and transport settings as the data plane, with
+        // nothing of Ganglion's protocol on top.
+        let raw = endpoint
+            .connect(servers.quinn.addr, servers.quinn.id)
+            .await?;
+        let (mut q_w, mut q_r) = raw.open_stream().await?;
+
+        let config = SessionConfig {
+            model: EchoService::model(),
+            redundancy: 1,
+            deadline: Duration::from_secs(5),
+        };
+        let session = Session::open(key, endpoint.clone(), config, vec![servers.provider]).await?;
+
+        let mut lines = Vec::new();
+        for (size, count, tcp_target, quinn_target) in [
+            (64usize, samples, 2.0, Some(1.3)),
+            (1 << 20, (samples / 10).max(10), 3.0, None),
+        ] {
+            let payload: Vec<u8> = (0..size).map(|i| (i % 251) as u8).collect();
+            let tensor = Tensor {
+                dtype: DType::U8,
+                shape: vec![size as u32],
+                data: payload.clone(),
+            };
+            let (mut g, mut q, mut t) = (Vec::new(), Vec::new(), Vec::new());
+            let mut buf = Vec::new();
+            println!("net: {count} samples of {size} B each, interleaved…");
+            for i in 0..count + 20 {
+                let s = Instant::now();
+                let answer = session.request(vec![tensor.clone()]).await?;
+                let g_took = s.elapsed();
+                anyhow::ensure!(
+                    answer.outputs[0].data.len() == size,
+                    "echo answered {} bytes",
+                    answer.outputs[0].data.len()
+                );
+                let s = Instant::now();
+                round_trip(q_r.get_mut(), q_w.get_mut(), &payload, &mut buf).await?;
+                let q_took = s.elapsed();
+                let s = Instant::now();
+                round_trip(&mut tcp_r, &mut tcp_w, &payload, &mut buf).await?;
+                let t_took = s.elapsed();
+                if i >= 20 {
+                    g.push(g_took);
+                    q.push(q_took);
+                    t.push(t_took);
+                }
+            }
+            let label = if size == 64 {
+                "64 B".to_owned()
+            } else {
+                "1 MiB".to_owned()
+            };
+            let (g, q, t) = (stats(&mut g), stats(&mut q), stats(&mut t));
+            lines.push(line(
+                &format!("data plane {label}"),
+                g,
+                "raw quinn",
+                q,
+                quinn_target,
+            ));
+            lines.push(line(
+                &format!("data plane {label}"),
+                g,
+                "raw TCP",
+                t,
+                Some(tcp_target),
+            ));
+        }
+        anyhow::Ok(lines)
+    })
+}

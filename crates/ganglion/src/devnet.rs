@@ -1,0 +1,328 @@
+//! `ganglion devnet`: N providers and M robots in one process on loopback, over real QUIC
+//! sockets, with one provider killed halfway.
+//!
+//! Each provider runs on its own thread with its own async runtime, so that killing it is
+//! abrupt: its runtime is dropped with every task and socket, nobody is told, and robots find
+//! out the way they would from a `kill -9` across a network: answers stop coming.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::{bail, Context};
+use ganglion_client::{ProviderAddr, Session, SessionConfig};
+use ganglion_net::{Endpoint, TransportConfig};
+use ganglion_node::{Provider, RuntimeService};
+use ganglion_runtime::{Runtime, RuntimeConfig};
+use ganglion_types::{NodeId, NodeKey};
+use tokio::sync::oneshot;
+
+use crate::nodes::{self, Drive};
+use crate::report::{ProviderLine, Report, Tally};
+
+/// Most providers or robots one devnet runs.
+pub const NODES_MAX: usize = 256;
+
+#[derive(Debug, clap::Args)]
+pub struct Args {
+    /// Providers to start.
+    #[arg(long, default_value_t = 6)]
+    providers: usize,
+    /// Robots to start.
+    #[arg(long, default_value_t = 4)]
+    robots: usize,
+    /// Frames each robot sends per second.
+    #[arg(long, default_value_t = 10.0)]
+    rate_hz: f64,
+    /// How long robots send frames.
+    #[arg(long, default_value_t = 20.0)]
+    duration_s: f64,
+    /// Time each request may take, end to end. On a 2-core machine both hedged copies of a
+    /// request compete for the same cores (~15 ms each for BlazeFace under load): 100 ms
+    /// leaves room for that.
+    #[arg(long, default_value_t = 100)]
+    deadline_ms: u64,
+    /// Model: blazeface or hand-landmark (bundled).
+    #[arg(long, default_value = "blazeface")]
+    model: String,
+    /// When to kill a provider (default: half the duration). Past the duration: no kill.
+    #[arg(long)]
+    kill_after_s: Option<f64>,
+    /// Providers each request goes to at once (k).
+    #[arg(long, default_value_t = 2)]
+    redundancy: usize,
+    /// Inference threads per provider.
+    #[arg(long, default_value_t = 1)]
+    workers: usize,
+    /// Write the report as JSON here.
+    #[arg(long)]
+    json: Option<PathBuf>,
+    /// No progress lines, just the report.
+    #[arg(long)]
+    quiet: bool,
+}
+
+impl Args {
+    fn check(&self) -> anyhow::Result<()> {
+        nodes::check_run(self.rate_hz, self.duration_s, self.deadline_ms)?;
+        if self.providers == 0
+            || self.providers > NODES_MAX
+            || self.robots == 0
+            || self.robots > NODES_MAX
+        {
+            bail!("--providers and --robots must be 1 to {NODES_MAX}");
+        }
+        if self.redundancy == 0 || self.redundancy > self.providers {
+            bail!(
+                "--redundancy must be 1 to --providers ({}), got {}",
+                self.providers,
+                self.redundancy
+            );
+        }
+        if self.kill_after_s.is_some_and(|k| !(k >= 0.0)) {
+            bail!("--kill-after-s must be 0 or more");
+        }
+        Ok(())
+    }
+}
+
+/// A provider running on its own thread.
+struct ProviderProc {
+    addr: ProviderAddr,
+    kill: Option<oneshot::Sender<()>>,
+    alive: Arc<AtomicBool>,
+}
+
+fn start_provider(model: &str, workers: usize) -> anyhow::Result<ProviderProc> {
+    let model = nodes::load_model(model)?;
+    let key = Arc::new(NodeKey::generate());
+    let (ready_tx, ready_rx) = std::sync::mpsc::channel();
+    let (kill_tx, kill_rx) = oneshot::channel::<()>();
+    let alive = Arc::new(AtomicBool::new(true));
+    let alive_in = Arc::clone(&alive);
+    std::thread::Builder::new()
+        .name("devnet-provider".into())
+        .spawn(move || {
+            let tokio = match tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+            {
+                Ok(t) => t,
+                Err(e) => return drop(ready_tx.send(Err(anyhow::Error::from(e)))),
+            };
+            let runtime = Runtime::new(
+                vec![model],
+                RuntimeConfig {
+                    workers,
+                    ..RuntimeConfig::default()
+                },
+            );
+            let service = RuntimeService(Arc::new(runtime));
+            let bound = tokio.block_on(async {
+                Provider::bind(
+                    Arc::clone(&key),
+                    SocketAddr::from(([127, 0, 0, 1], 0)),
+                    service,
+                )
+            });
+            let provider = match bound
+                .map_err(anyhow::Error::from)
+                .and_then(|p| Ok((p.local_addr()?, p)))
+            {
+                Ok((addr, provider)) => {
+                    let _ = ready_tx.send(Ok(ProviderAddr { id: key.id(), addr }));
+                    provider
+                }
+                Err(e) => return drop(ready_tx.send(Err(e))),
+            };
+            tokio.block_on(async {
+                tokio::select! {
+                    () = provider.serve() => {}
+                    Ok(()) = kill_rx => {}
+                }
+            });
+            // Drop every task and socket without a goodbye: robots see only silence.
+            tokio.shutdown_background();
+            alive_in.store(false, Ordering::Relaxed);
+        })?;
+    let addr = ready_rx
+        .recv()
+        .context("provider thread died while starting")??;
+    Ok(ProviderProc {
+        addr,
+        kill: Some(kill_tx),
+        alive,
+    })
+}
+
+pub fn run(args: Args) -> anyhow::Result<()> {
+    args.check()?;
+    let say = |text: String| {
+        if !args.quiet {
+            println!("{text}");
+        }
+    };
+    let frames = nodes::load_frames(None)?;
+    let (model, inputs) = nodes::model_inputs(&args.model, &frames)?;
+    say(format!(
+        "starting {} providers serving {} ({})…",
+        args.providers,
+        args.model,
+        model.short()
+    ));
+    let mut providers = (0..args.providers)
+        .map(|_| start_provider(&args.model, args.workers))
+        .collect::<anyhow::Result<Vec<_>>>()?;
+    for p in &providers {
+        say(format!("  provider {} on {}", p.addr.id, p.addr.addr));
+    }
+    let addrs: Vec<ProviderAddr> = providers.iter().map(|p| p.addr).collect();
+    let alive: Vec<Arc<AtomicBool>> = providers.iter().map(|p| Arc::clone(&p.alive)).collect();
+    let kill_after = args.kill_after_s.unwrap_or(args.duration_s / 2.0);
+    let duration = Duration::from_secs_f64(args.duration_s);
+
+    let tokio = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()?;
+    let tally = Arc::new(Tally::default());
+    let (sessions, killed, took) = tokio.block_on(async {
+        let mut sessions = Vec::new();
+        for r in 0..args.robots {
+            // Robot r starts on providers r*k, r*k+1, … (mod N); every other provider is a spare.
+            let mut candidates = addrs.clone();
+            candidates.rotate_left((r * args.redundancy) % addrs.len());
+            let key = nodes::fresh_key();
+            let endpoint = Endpoint::client(
+                Arc::clone(&key),
+                SocketAddr::from(([127, 0, 0, 1], 0)),
+                TransportConfig::default(),
+            )?;
+            let config = SessionConfig {
+                model,
+                redundancy: args.redundancy,
+                deadline: Duration::from_millis(args.deadline_ms),
+            };
+            let session = Session::open(key, endpoint, config, candidates).await?;
+            sessions.push(Arc::new(session));
+        }
+        say(format!(
+            "{} robots sending {} Hz for {} s, deadline {} ms, k={}; a provider dies at {} s",
+            args.robots,
+            args.rate_hz,
+            args.duration_s,
+            args.deadline_ms,
+            args.redundancy,
+            kill_after
+        ));
+        let up = {
+            let alive = alive.clone();
+            Arc::new(move || {
+                (
+                    alive.iter().filter(|a| a.load(Ordering::Relaxed)).count(),
+                    alive.len(),
+                )
+            }) as Arc<dyn Fn() -> (usize, usize) + Send + Sync>
+        };
+        let progress = (!args.quiet)
+            .then(|| tokio::spawn(nodes::print_progress(Arc::clone(&tally), Some(up))));
+        let victim = providers[0].kill.take();
+        let victim_id = providers[0].addr.id;
+        let quiet = args.quiet;
+        let killer = tokio::spawn(async move {
+            if kill_after >= args.duration_s {
+                return None;
+            }
+            tokio::time::sleep(Duration::from_secs_f64(kill_after)).await;
+            let _ = victim?.send(());
+            if !quiet {
+                println!("!! killed provider {victim_id}");
+            }
+            Some(victim_id)
+        });
+        let plan = Drive {
+            rate_hz: args.rate_hz,
+            duration,
+            inputs: Arc::new(inputs),
+        };
+        let drives: Vec<_> = sessions
+            .iter()
+            .map(|s| {
+                tokio::spawn(nodes::drive(
+                    Arc::clone(s),
+                    plan.clone(),
+                    Arc::clone(&tally),
+                ))
+            })
+            .collect();
+        let mut took = Duration::ZERO;
+        for d in drives {
+            took = took.max(d.await?);
+        }
+        if let Some(p) = progress {
+            p.abort();
+        }
+        let killed = killer.await?;
+        anyhow::Ok((sessions, killed, took))
+    })?;
+
+    let report = build_report(&args, &addrs, &sessions, &tally, killed, took);
+    for p in &mut providers {
+        if let Some(kill) = p.kill.take() {
+            let _ = kill.send(());
+        }
+    }
+    report.print();
+    if let Some(path) = &args.json {
+        report.write_json(path)?;
+        say(format!("report written to {}", path.display()));
+    }
+    Ok(())
+}
+
+fn build_report(
+    args: &Args,
+    addrs: &[ProviderAddr],
+    sessions: &[Arc<Session>],
+    tally: &Tally,
+    killed: Option<NodeId>,
+    took: Duration,
+) -> Report {
+    let wins = tally.wins();
+    let total: u64 = wins.values().sum();
+    Report {
+        model: args.model.clone(),
+        providers_started: args.providers,
+        robots: args.robots,
+        rate_hz: args.rate_hz,
+        redundancy: args.redundancy,
+        deadline_ms: args.deadline_ms,
+        duration_s: took.as_secs_f64(),
+        requests: tally.requests.load(Ordering::Relaxed),
+        answered: tally.answered.load(Ordering::Relaxed),
+        deadline_misses: tally.deadline_misses.load(Ordering::Relaxed),
+        failovers: sessions.iter().map(|s| s.status().failovers).sum(),
+        providers_killed: usize::from(killed.is_some()),
+        latency_ms: tally.latency(),
+        provider_service_ms: tally.service(),
+        providers: addrs
+            .iter()
+            .map(|p| {
+                let won = wins.get(&p.id).copied().unwrap_or(0);
+                ProviderLine {
+                    id: p.id.to_string(),
+                    addr: p.addr.to_string(),
+                    answers_won: won,
+                    share: if total == 0 {
+                        0.0
+                    } else {
+                        won as f64 / total as f64
+                    },
+                    killed: killed == Some(p.id),
+                }
+            })
+            .collect(),
+        errors: tally.errors(),
+    }
+}

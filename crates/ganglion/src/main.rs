@@ -1,0 +1,53 @@
+//! `ganglion`: run a provider or a robot, try the whole network on one machine (`devnet`), or
+//! measure it (`bench`).
+#![allow(clippy::disallowed_methods)] // the binary is the outermost driver: it owns the clock
+
+mod bench;
+mod devnet;
+mod keys;
+mod nodes;
+mod report;
+
+use clap::{Parser, Subcommand};
+
+/// Ganglion: a decentralized compute network for physical AI.
+///
+/// Robots send inference requests to several nearby providers at once and take the first valid,
+/// signed answer; a provider that dies costs them nothing.
+#[derive(Debug, Parser)]
+#[command(name = "ganglion", version, about, long_about)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Run providers and robots in one process on loopback, kill a provider halfway, report.
+    Devnet(devnet::Args),
+    /// Serve models to robots over QUIC.
+    Provider(nodes::ProviderArgs),
+    /// Send camera frames to providers and report what came back.
+    Robot(nodes::RobotArgs),
+    /// Create or show a node key.
+    Keys(keys::Args),
+    /// Measure the runtime and the data plane against plain alternatives, with ratios.
+    Bench(bench::Args),
+}
+
+fn main() -> anyhow::Result<()> {
+    let cli = Cli::parse();
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn"));
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .init();
+    match cli.command {
+        Command::Devnet(args) => devnet::run(args),
+        Command::Provider(args) => nodes::provider(args),
+        Command::Robot(args) => nodes::robot(args),
+        Command::Keys(args) => keys::run(args),
+        Command::Bench(args) => bench::run(args),
+    }
+}

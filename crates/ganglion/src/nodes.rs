@@ -1,0 +1,355 @@
+//! `ganglion provider` and `ganglion robot` as separate processes, and the robot loop the devnet
+//! shares.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use anyhow::{bail, Context};
+use ganglion_client::{ProviderAddr, Session, SessionConfig};
+use ganglion_net::{Endpoint, TransportConfig};
+use ganglion_node::{Provider, RuntimeService};
+use ganglion_runtime::vision::{self, Rgb};
+use ganglion_runtime::zoo::{self, Bundled};
+use ganglion_runtime::{Model, Runtime, RuntimeConfig};
+use ganglion_types::{ModelHash, NodeKey, Tensor};
+use tokio::task::JoinSet;
+
+use crate::keys;
+use crate::report::{Report, Tally};
+
+/// Largest request rate a robot may ask for.
+pub const RATE_HZ_MAX: f64 = 1_000.0;
+
+/// Longest run.
+pub const DURATION_S_MAX: f64 = 24.0 * 3600.0;
+
+/// Longest per-request deadline.
+pub const DEADLINE_MS_MAX: u64 = 60_000;
+
+/// Frames read from a `--frames` folder.
+pub const FRAMES_MAX: usize = 256;
+
+#[derive(Debug, clap::Args)]
+pub struct ProviderArgs {
+    /// UDP address to serve QUIC on.
+    #[arg(long, default_value = "127.0.0.1:7000")]
+    listen: SocketAddr,
+    /// Node key file (from `ganglion keys new`); a fresh key if omitted.
+    #[arg(long)]
+    key: Option<PathBuf>,
+    /// Models to serve: a bundled alias (blazeface, hand-landmark) or alias=path/to/model.onnx.
+    #[arg(long = "model", default_values_t = vec!["blazeface".to_owned()])]
+    models: Vec<String>,
+    /// Inference worker threads.
+    #[arg(long, default_value_t = 1)]
+    workers: usize,
+    /// Requests that may wait for a worker before the provider answers "busy".
+    #[arg(long, default_value_t = ganglion_runtime::runtime::QUEUE_DEFAULT)]
+    queue: usize,
+}
+
+/// Loads a model named on the command line: a bundled alias, or `alias=path`.
+pub fn load_model(spec: &str) -> anyhow::Result<Model> {
+    if let Some(bundled) = Bundled::by_alias(spec) {
+        return Ok(Model::load(bundled.alias(), bundled.bytes())?);
+    }
+    let Some((alias, path)) = spec.split_once('=') else {
+        bail!("unknown model {spec:?}: use a bundled alias (blazeface, hand-landmark) or alias=path/to/model.onnx");
+    };
+    let len = std::fs::metadata(path)
+        .with_context(|| format!("cannot read model {path}"))?
+        .len();
+    if len > ganglion_runtime::model::MODEL_BYTES_MAX as u64 {
+        bail!(
+            "model {path} is {len} bytes, over the limit of {}",
+            ganglion_runtime::model::MODEL_BYTES_MAX
+        );
+    }
+    let bytes = std::fs::read(path).with_context(|| format!("cannot read model {path}"))?;
+    Model::load(alias, &bytes).with_context(|| format!("cannot load model {path}"))
+}
+
+pub fn provider(args: ProviderArgs) -> anyhow::Result<()> {
+    let key = Arc::new(keys::load_or_generate(args.key.as_deref())?);
+    let models = args
+        .models
+        .iter()
+        .map(|m| load_model(m))
+        .collect::<anyhow::Result<Vec<_>>>()?;
+    let tokio = tokio::runtime::Runtime::new()?;
+    tokio.block_on(async move {
+        let runtime = Runtime::new(
+            models,
+            RuntimeConfig {
+                workers: args.workers,
+                queue: args.queue,
+            },
+        );
+        for model in runtime.models() {
+            println!("serving {} ({})", model.alias(), model.hash());
+        }
+        let provider = Provider::bind(
+            Arc::clone(&key),
+            args.listen,
+            RuntimeService(Arc::new(runtime)),
+        )?;
+        let addr = provider.local_addr()?;
+        println!("provider {} listening on {addr}", key.id());
+        println!("robots can use it with: --provider {}@{addr}", key.id());
+        tokio::select! {
+            () = provider.serve() => {}
+            _ = tokio::signal::ctrl_c() => println!("stopping"),
+        }
+        anyhow::Ok(())
+    })
+}
+
+#[derive(Debug, clap::Args)]
+pub struct RobotArgs {
+    /// A provider as DID@ADDRESS (repeat; the first --redundancy are used, the rest are spares).
+    #[arg(long = "provider", required = true)]
+    providers: Vec<String>,
+    /// Bundled model alias (blazeface, hand-landmark), or a 64-hex-digit model hash.
+    #[arg(long, default_value = "blazeface")]
+    model: String,
+    /// Requests per second.
+    #[arg(long, default_value_t = 10.0)]
+    rate_hz: f64,
+    #[arg(long, default_value_t = 10.0)]
+    duration_s: f64,
+    /// Time each request may take, end to end.
+    #[arg(long, default_value_t = 50)]
+    deadline_ms: u64,
+    /// Providers each request goes to at once.
+    #[arg(long, default_value_t = 2)]
+    redundancy: usize,
+    /// Folder of PNG camera frames (the bundled images if omitted).
+    #[arg(long)]
+    frames: Option<PathBuf>,
+    /// Node key file; a fresh key if omitted.
+    #[arg(long)]
+    key: Option<PathBuf>,
+    /// Write the report as JSON here.
+    #[arg(long)]
+    json: Option<PathBuf>,
+}
+
+/// Parses `did:key:…@host:port`.
+pub fn parse_provider(text: &str) -> anyhow::Result<ProviderAddr> {
+    let (did, addr) = text.rsplit_once('@').with_context(|| {
+        format!("provider {text:?} should look like did:key:z6Mk…@127.0.0.1:7000")
+    })?;
+    Ok(ProviderAddr {
+        id: did
+            .parse()
+            .with_context(|| format!("bad provider identity {did:?}"))?,
+        addr: addr
+            .parse()
+            .with_context(|| format!("bad provider address {addr:?}"))?,
+    })
+}
+
+/// Checks the knobs every robot run shares.
+pub fn check_run(rate_hz: f64, duration_s: f64, deadline_ms: u64) -> anyhow::Result<()> {
+    if !(rate_hz > 0.0 && rate_hz <= RATE_HZ_MAX) {
+        bail!("--rate-hz must be above 0 and at most {RATE_HZ_MAX}, got {rate_hz}");
+    }
+    if !(duration_s > 0.0 && duration_s <= DURATION_S_MAX) {
+        bail!("--duration-s must be above 0 and at most {DURATION_S_MAX}, got {duration_s}");
+    }
+    if deadline_ms == 0 || deadline_ms > DEADLINE_MS_MAX {
+        bail!("--deadline-ms must be 1 to {DEADLINE_MS_MAX}, got {deadline_ms}");
+    }
+    Ok(())
+}
+
+/// Camera frames from a folder of PNGs, or the bundled ones.
+pub fn load_frames(dir: Option<&Path>) -> anyhow::Result<Vec<Rgb>> {
+    let Some(dir) = dir else {
+        return Ok(zoo::frames()?);
+    };
+    let mut paths: Vec<PathBuf> = std::fs::read_dir(dir)
+        .with_context(|| format!("cannot read frames folder {}", dir.display()))?
+        .filter_map(|e| e.ok().map(|e| e.path()))
+        .filter(|p| p.extension().is_some_and(|e| e.eq_ignore_ascii_case("png")))
+        .collect();
+    paths.sort();
+    paths.truncate(FRAMES_MAX);
+    if paths.is_empty() {
+        bail!("no .png frames in {}", dir.display());
+    }
+    paths
+        .iter()
+        .map(|p| {
+            let bytes = std::fs::read(p).with_context(|| format!("cannot read {}", p.display()))?;
+            vision::decode_image(&bytes).with_context(|| format!("cannot decode {}", p.display()))
+        })
+        .collect()
+}
+
+/// The model a robot asks for, and its inputs for each frame.
+pub fn model_inputs(model: &str, frames: &[Rgb]) -> anyhow::Result<(ModelHash, Vec<Tensor>)> {
+    let Some(bundled) = Bundled::by_alias(model) else {
+        bail!("robots can prepare frames for the bundled models only (blazeface, hand-landmark), got {model:?}");
+    };
+    let inputs = frames
+        .iter()
+        .map(|f| bundled.input(f))
+        .collect::<Result<Vec<_>, _>>()?;
+    Ok((ModelHash::of(bundled.bytes()), inputs))
+}
+
+pub fn robot(args: RobotArgs) -> anyhow::Result<()> {
+    check_run(args.rate_hz, args.duration_s, args.deadline_ms)?;
+    let providers = args
+        .providers
+        .iter()
+        .map(|p| parse_provider(p))
+        .collect::<anyhow::Result<Vec<_>>>()?;
+    let frames = load_frames(args.frames.as_deref())?;
+    let (model, inputs) = model_inputs(&args.model, &frames)?;
+    let key = Arc::new(keys::load_or_generate(args.key.as_deref())?);
+    let tokio = tokio::runtime::Runtime::new()?;
+    let report = tokio.block_on(async {
+        let endpoint = Endpoint::client(
+            Arc::clone(&key),
+            SocketAddr::from(([0, 0, 0, 0], 0)),
+            TransportConfig::default(),
+        )?;
+        let config = SessionConfig {
+            model,
+            redundancy: args.redundancy,
+            deadline: Duration::from_millis(args.deadline_ms),
+        };
+        let session = Arc::new(Session::open(key, endpoint, config, providers.clone()).await?);
+        println!(
+            "robot session open on {:?}",
+            session
+                .status()
+                .active
+                .iter()
+                .map(|id| id.short())
+                .collect::<Vec<_>>()
+        );
+        let tally = Arc::new(Tally::default());
+        let plan = Drive {
+            rate_hz: args.rate_hz,
+            duration: Duration::from_secs_f64(args.duration_s),
+            inputs: Arc::new(inputs),
+        };
+        let progress = tokio::spawn(print_progress(Arc::clone(&tally), None));
+        let took = drive(Arc::clone(&session), plan, Arc::clone(&tally)).await;
+        progress.abort();
+        let wins = tally.wins();
+        let total: u64 = wins.values().sum();
+        anyhow::Ok(Report {
+            model: args.model.clone(),
+            providers_started: providers.len(),
+            robots: 1,
+            rate_hz: args.rate_hz,
+            redundancy: args.redundancy,
+            deadline_ms: args.deadline_ms,
+            duration_s: took.as_secs_f64(),
+            requests: tally.requests.load(Ordering::Relaxed),
+            answered: tally.answered.load(Ordering::Relaxed),
+            deadline_misses: tally.deadline_misses.load(Ordering::Relaxed),
+            failovers: session.status().failovers,
+            providers_killed: 0,
+            latency_ms: tally.latency(),
+            provider_service_ms: tally.service(),
+            providers: providers
+                .iter()
+                .map(|p| {
+                    let won = wins.get(&p.id).copied().unwrap_or(0);
+                    crate::report::ProviderLine {
+                        id: p.id.to_string(),
+                        addr: p.addr.to_string(),
+                        answers_won: won,
+                        share: if total == 0 {
+                            0.0
+                        } else {
+                            won as f64 / total as f64
+                        },
+                        killed: false,
+                    }
+                })
+                .collect(),
+            errors: tally.errors(),
+        })
+    })?;
+    report.print();
+    if let Some(path) = &args.json {
+        report.write_json(path)?;
+    }
+    Ok(())
+}
+
+/// What a robot sends, how often, for how long.
+#[derive(Debug, Clone)]
+pub struct Drive {
+    pub rate_hz: f64,
+    pub duration: Duration,
+    pub inputs: Arc<Vec<Tensor>>,
+}
+
+/// Sends one frame per tick for the duration (each request in its own task, so a slow answer
+/// never delays the next frame), then waits for the last answers. Returns the time taken.
+pub async fn drive(session: Arc<Session>, plan: Drive, tally: Arc<Tally>) -> Duration {
+    let started = Instant::now();
+    let mut tick = tokio::time::interval(Duration::from_secs_f64(1.0 / plan.rate_hz));
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
+    let mut in_flight = JoinSet::new();
+    let mut frame = 0usize;
+    while started.elapsed() < plan.duration {
+        tick.tick().await;
+        while in_flight.try_join_next().is_some() {}
+        let input = plan.inputs[frame % plan.inputs.len()].clone();
+        frame += 1;
+        tally.requests.fetch_add(1, Ordering::Relaxed);
+        let (session, tally) = (Arc::clone(&session), Arc::clone(&tally));
+        in_flight.spawn(async move {
+            match session.request(vec![input]).await {
+                Ok(answer) => tally.answered(answer.provider, answer.latency, answer.service),
+                Err(e) => tally.missed(&e),
+            }
+        });
+    }
+    while in_flight.join_next().await.is_some() {}
+    started.elapsed()
+}
+
+/// Prints one line a second: sent, answered, missed, latency so far, providers up.
+pub async fn print_progress(
+    tally: Arc<Tally>,
+    providers_up: Option<Arc<dyn Fn() -> (usize, usize) + Send + Sync>>,
+) {
+    let started = Instant::now();
+    let mut tick = tokio::time::interval(Duration::from_secs(1));
+    tick.tick().await;
+    loop {
+        tick.tick().await;
+        let l = tally.latency();
+        let up = providers_up.as_ref().map(|f| {
+            let (up, all) = f();
+            format!("  providers up {up}/{all}")
+        });
+        println!(
+            "[{:>4.0}s] sent {:>6}  answered {:>6}  missed {:>3}  p50 {:>6.2} ms  p99 {:>6.2} ms{}",
+            started.elapsed().as_secs_f64(),
+            tally.requests.load(Ordering::Relaxed),
+            tally.answered.load(Ordering::Relaxed),
+            tally.deadline_misses.load(Ordering::Relaxed),
+            l.p50,
+            l.p99,
+            up.unwrap_or_default()
+        );
+    }
+}
+
+/// Unused key warning guard: robots generate fresh keys in the devnet.
+pub fn fresh_key() -> Arc<NodeKey> {
+    Arc::new(NodeKey::generate())
+}

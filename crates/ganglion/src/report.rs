@@ -1,0 +1,206 @@
+//! What a run of robots measured, live and at the end.
+
+use std::collections::BTreeMap;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Mutex;
+use std::time::Duration;
+
+use ganglion_client::RequestError;
+use ganglion_types::NodeId;
+use serde::Serialize;
+
+/// Latency samples kept for percentiles; beyond this, later samples are not kept (a devnet run
+/// at default settings makes ~1,000).
+pub const SAMPLES_MAX: usize = 1_000_000;
+
+/// Counters shared by all robots of a run.
+#[derive(Debug, Default)]
+pub struct Tally {
+    pub requests: AtomicU64,
+    pub answered: AtomicU64,
+    pub deadline_misses: AtomicU64,
+    latencies_us: Mutex<Vec<u32>>,
+    service_us: Mutex<Vec<u32>>,
+    wins: Mutex<BTreeMap<NodeId, u64>>,
+    errors: Mutex<BTreeMap<String, u64>>,
+}
+
+impl Tally {
+    pub fn answered(&self, provider: NodeId, latency: Duration, service: Duration) {
+        self.answered.fetch_add(1, Ordering::Relaxed);
+        for (samples, value) in [(&self.latencies_us, latency), (&self.service_us, service)] {
+            if let Ok(mut l) = samples.lock() {
+                if l.len() < SAMPLES_MAX {
+                    l.push(u32::try_from(value.as_micros()).unwrap_or(u32::MAX));
+                }
+            }
+        }
+        if let Ok(mut w) = self.wins.lock() {
+            *w.entry(provider).or_default() += 1;
+        }
+    }
+
+    pub fn missed(&self, error: &RequestError) {
+        self.deadline_misses.fetch_add(1, Ordering::Relaxed);
+        if let Ok(mut e) = self.errors.lock() {
+            *e.entry(error.to_string()).or_default() += 1;
+        }
+    }
+
+    /// End-to-end latency of answered requests, as the robots saw it.
+    pub fn latency(&self) -> Percentiles {
+        Self::percentiles(&self.latencies_us)
+    }
+
+    /// Time the winning providers said they spent (queue and inference).
+    pub fn service(&self) -> Percentiles {
+        Self::percentiles(&self.service_us)
+    }
+
+    fn percentiles(samples: &Mutex<Vec<u32>>) -> Percentiles {
+        let mut samples = samples.lock().map(|l| l.clone()).unwrap_or_default();
+        samples.sort_unstable();
+        Percentiles::of(&samples)
+    }
+
+    pub fn wins(&self) -> BTreeMap<NodeId, u64> {
+        self.wins.lock().map(|w| w.clone()).unwrap_or_default()
+    }
+
+    pub fn errors(&self) -> BTreeMap<String, u64> {
+        self.errors.lock().map(|e| e.clone()).unwrap_or_default()
+    }
+}
+
+/// Latency percentiles in milliseconds.
+#[derive(Debug, Clone, Copy, Default, Serialize)]
+pub struct Percentiles {
+    pub p50: f64,
+    pub p95: f64,
+    pub p99: f64,
+    pub max: f64,
+}
+
+impl Percentiles {
+    /// From sorted samples in microseconds.
+    pub fn of(sorted_us: &[u32]) -> Self {
+        let at = |q: f64| {
+            if sorted_us.is_empty() {
+                return 0.0;
+            }
+            let i = ((sorted_us.len() as f64 - 1.0) * q).round() as usize;
+            f64::from(sorted_us[i]) / 1000.0
+        };
+        Self {
+            p50: at(0.50),
+            p95: at(0.95),
+            p99: at(0.99),
+            max: at(1.0),
+        }
+    }
+}
+
+/// One provider's line in the report.
+#[derive(Debug, Clone, Serialize)]
+pub struct ProviderLine {
+    pub id: String,
+    pub addr: String,
+    pub answers_won: u64,
+    pub share: f64,
+    pub killed: bool,
+}
+
+/// The report of a devnet or robot run (`--json`).
+#[derive(Debug, Clone, Serialize)]
+pub struct Report {
+    pub model: String,
+    pub providers_started: usize,
+    pub robots: usize,
+    pub rate_hz: f64,
+    pub redundancy: usize,
+    pub deadline_ms: u64,
+    pub duration_s: f64,
+    pub requests: u64,
+    pub answered: u64,
+    pub deadline_misses: u64,
+    pub failovers: u64,
+    pub providers_killed: usize,
+    pub latency_ms: Percentiles,
+    /// Time the winning providers spent per request (queue and inference), as they reported.
+    pub provider_service_ms: Percentiles,
+    pub providers: Vec<ProviderLine>,
+    pub errors: BTreeMap<String, u64>,
+}
+
+impl Report {
+    pub fn print(&self) {
+        println!();
+        println!("== ganglion report ==");
+        println!(
+            "model {}  providers {}  robots {}  rate {} Hz  k={}  deadline {} ms  {:.1} s",
+            self.model,
+            self.providers_started,
+            self.robots,
+            self.rate_hz,
+            self.redundancy,
+            self.deadline_ms,
+            self.duration_s
+        );
+        println!(
+            "requests {}  answered {}  deadline misses {}  failovers {}  providers killed {}",
+            self.requests,
+            self.answered,
+            self.deadline_misses,
+            self.failovers,
+            self.providers_killed
+        );
+        let l = self.latency_ms;
+        println!(
+            "latency ms  p50 {:.2}  p95 {:.2}  p99 {:.2}  max {:.2}",
+            l.p50, l.p95, l.p99, l.max
+        );
+        let s = self.provider_service_ms;
+        println!(
+            "  of which provider service ms  p50 {:.2}  p95 {:.2}  p99 {:.2}",
+            s.p50, s.p95, s.p99
+        );
+        println!(
+            "{:<16} {:<22} {:>8} {:>7}",
+            "provider", "address", "won", "share"
+        );
+        for p in &self.providers {
+            let short = &p.id[p.id.len().saturating_sub(12)..];
+            let mark = if p.killed { "  (killed)" } else { "" };
+            println!(
+                "…{:<15} {:<22} {:>8} {:>6.1}%{mark}",
+                short,
+                p.addr,
+                p.answers_won,
+                p.share * 100.0
+            );
+        }
+        for (error, count) in &self.errors {
+            println!("unanswered: {count} × {error}");
+        }
+    }
+
+    pub fn write_json(&self, path: &std::path::Path) -> anyhow::Result<()> {
+        use anyhow::Context;
+        let json = serde_json::to_string_pretty(self)?;
+        std::fs::write(path, json + "\n")
+            .with_context(|| format!("cannot write {}", path.display()))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn percentiles_pick_the_right_samples() {
+        let samples: Vec<u32> = (1..=100).map(|i| i * 1000).collect();
+        let p = Percentiles::of(&samples);
+        assert_eq!((p.p50, p.p95, p.p99, p.max), (51.0, 95.0, 99.0, 100.0));
+        assert_eq!(Percentiles::of(&[]).p99, 0.0);
+    }
+}
