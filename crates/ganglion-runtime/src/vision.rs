@@ -281,8 +281,9 @@ pub struct Hand {
 /// Decodes the hand landmark model's outputs (landmarks, presence, handedness, world landmarks).
 pub fn decode_hand(outputs: &[Tensor]) -> Result<Hand, VisionError> {
     let raw = output_f32(outputs, 0, 63)?;
-    let presence = sigmoid(output_f32(outputs, 1, 1)?[0]);
-    let right_handed = sigmoid(output_f32(outputs, 2, 1)?[0]);
+    // Both scores come out of the model already squashed to [0, 1].
+    let presence = output_f32(outputs, 1, 1)?[0];
+    let right_handed = output_f32(outputs, 2, 1)?[0];
     let side = HAND_SIDE as f32;
     let mut points = [[0f32; 3]; 21];
     for (point, xyz) in points.iter_mut().zip(raw.chunks_exact(3)) {

@@ -242,10 +242,12 @@ mod tests {
 
     #[test]
     fn did_key_matches_the_w3c_test_vector() {
-        // From the did:key spec test vectors (ed25519-x25519.json), seed of all zero bytes.
+        // From the did:key spec's Ed25519 test vectors (ed25519-x25519.json), whose first key
+        // is derived from the all-zero seed.
         let did = "did:key:z6MkiTBz1ymuepAQ4HEHYSF1H8quG5GLVVQR3djdX3mDooWp";
         let id: NodeId = did.parse().expect("valid did:key");
         assert_eq!(id.to_string(), did);
+        assert_eq!(NodeKey::from_seed([0; 32]).id(), id);
     }
 
     #[test]

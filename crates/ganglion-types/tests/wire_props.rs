@@ -85,19 +85,21 @@ fn to_provider() -> impl Strategy<Value = ToProvider> {
 }
 
 fn to_robot() -> impl Strategy<Value = ToRobot> {
-    let spec = (
-        "[a-z_0-9]{1,12}",
-        dtype(),
-        prop::collection::vec(any::<Option<u32>>(), 0..4),
-    )
-        .prop_map(|(name, dtype, shape)| TensorSpec { name, dtype, shape });
+    let spec = || {
+        (
+            "[a-z_0-9]{1,12}",
+            dtype(),
+            prop::collection::vec(any::<Option<u32>>(), 0..4),
+        )
+            .prop_map(|(name, dtype, shape)| TensorSpec { name, dtype, shape })
+    };
     prop_oneof![
         (
             any::<u64>(),
             any::<[u8; 32]>(),
             "[a-z]{0,16}",
-            prop::collection::vec(spec.clone(), 0..3),
-            prop::collection::vec(spec, 0..3)
+            prop::collection::vec(spec(), 0..3),
+            prop::collection::vec(spec(), 0..3)
         )
             .prop_map(
                 |(s, m, alias, inputs, outputs)| ToRobot::Opened(SessionOpened {

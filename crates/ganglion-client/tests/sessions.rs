@@ -1,0 +1,262 @@
+//! Sessions against real providers on loopback QUIC sockets: hedging, failover when a provider
+//! dies, and rejection of answers that do not check out.
+#![allow(clippy::disallowed_methods, clippy::unwrap_used)] // tests read the clock and unwrap
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use ganglion_client::{ProviderAddr, RequestError, Session, SessionConfig};
+use ganglion_net::{Connection, Endpoint, TransportConfig};
+use ganglion_node::{EchoService, Provider};
+use ganglion_types::proto::{
+    Answer, Done, Outcome, SessionOpen, SessionOpened, TensorSpec, ToProvider, ToRobot,
+};
+use ganglion_types::{DType, NodeKey, Signature, Tensor};
+use tokio::sync::oneshot;
+
+fn loopback() -> SocketAddr {
+    SocketAddr::from(([127, 0, 0, 1], 0))
+}
+
+/// An echo provider on its own thread and runtime; `kill` drops the runtime with every socket
+/// and task, without telling anyone (like `kill -9` seen from across a network).
+struct Isolated {
+    addr: ProviderAddr,
+    kill: Option<oneshot::Sender<()>>,
+}
+
+impl Isolated {
+    fn start() -> Self {
+        let (ready_tx, ready_rx) = std::sync::mpsc::channel();
+        let (kill, kill_rx) = oneshot::channel::<()>();
+        std::thread::spawn(move || {
+            let rt = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .unwrap();
+            let key = Arc::new(NodeKey::generate());
+            let provider = rt.block_on(async {
+                Provider::bind(Arc::clone(&key), loopback(), EchoService).unwrap()
+            });
+            ready_tx
+                .send(ProviderAddr {
+                    id: key.id(),
+                    addr: provider.local_addr().unwrap(),
+                })
+                .unwrap();
+            rt.block_on(async {
+                tokio::select! {
+                    () = provider.serve() => {}
+                    Ok(()) = kill_rx => {}
+                }
+            });
+            rt.shutdown_background();
+        });
+        Self {
+            addr: ready_rx.recv().unwrap(),
+            kill: Some(kill),
+        }
+    }
+
+    fn kill(&mut self) {
+        if let Some(kill) = self.kill.take() {
+            kill.send(()).unwrap();
+        }
+    }
+}
+
+fn echo_config(k: usize, deadline_ms: u64) -> SessionConfig {
+    SessionConfig {
+        model: EchoService::model(),
+        redundancy: k,
+        deadline: Duration::from_millis(deadline_ms),
+    }
+}
+
+async fn robot(config: SessionConfig, candidates: Vec<ProviderAddr>) -> Session {
+    let key = Arc::new(NodeKey::generate());
+    let endpoint =
+        Endpoint::client(Arc::clone(&key), loopback(), TransportConfig::default()).unwrap();
+    Session::open(key, endpoint, config, candidates)
+        .await
+        .unwrap()
+}
+
+fn bytes(n: usize) -> Tensor {
+    Tensor {
+        dtype: DType::U8,
+        shape: vec![n as u32],
+        data: (0..n).map(|i| i as u8).collect(),
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_request_is_answered_while_providers_die() {
+    let mut providers: Vec<Isolated> = (0..4).map(|_| Isolated::start()).collect();
+    let session = robot(
+        echo_config(2, 200),
+        providers.iter().map(|p| p.addr).collect(),
+    )
+    .await;
+    assert_eq!(session.status().active.len(), 2);
+    assert_eq!(session.status().spares, 2);
+
+    for i in 0..300 {
+        if i == 50 {
+            providers[0].kill();
+        }
+        if i == 150 {
+            providers[1].kill();
+        }
+        let input = bytes(100 + i);
+        let answer = session
+            .request(vec![input.clone()])
+            .await
+            .unwrap_or_else(|e| panic!("request {i} lost: {e}"));
+        assert_eq!(answer.outputs, vec![input]);
+        if i >= 60 {
+            // The kill is asynchronous; ten requests later the provider is surely gone.
+            assert_ne!(
+                answer.provider, providers[0].addr.id,
+                "a killed provider cannot answer"
+            );
+        }
+        tokio::time::sleep(Duration::from_millis(2)).await;
+    }
+    let status = session.status();
+    assert_eq!(status.failovers, 2, "{status:?}");
+    let killed = [providers[0].addr.id, providers[1].addr.id];
+    assert!(
+        status.down.iter().all(|(id, _)| killed.contains(id)),
+        "{status:?}"
+    );
+    // Back to k with the two spares.
+    assert_eq!(status.active.len(), 2, "{status:?}");
+    assert!(status.active.iter().all(|id| !killed.contains(id)));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn with_every_provider_dead_requests_fail_with_a_reason() {
+    let mut providers: Vec<Isolated> = (0..2).map(|_| Isolated::start()).collect();
+    let session = robot(
+        echo_config(2, 50),
+        providers.iter().map(|p| p.addr).collect(),
+    )
+    .await;
+    session.request(vec![bytes(8)]).await.unwrap();
+    providers.iter_mut().for_each(Isolated::kill);
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    let mut errors = Vec::new();
+    for _ in 0..10 {
+        errors.push(session.request(vec![bytes(8)]).await.unwrap_err());
+    }
+    assert!(
+        errors
+            .iter()
+            .any(|e| matches!(e, RequestError::DeadlineMissed(_))),
+        "{errors:?}"
+    );
+    assert!(
+        matches!(errors.last(), Some(RequestError::NoProviders)),
+        "{errors:?}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_session_only_opens_on_the_provider_the_robot_meant() {
+    let honest = Isolated::start();
+    let impostor = Isolated::start();
+    // The robot believes the honest provider's identity lives at the impostor's address.
+    let wrong = ProviderAddr {
+        id: honest.addr.id,
+        addr: impostor.addr.addr,
+    };
+    let key = Arc::new(NodeKey::generate());
+    let endpoint =
+        Endpoint::client(Arc::clone(&key), loopback(), TransportConfig::default()).unwrap();
+    let err = Session::open(key, endpoint, echo_config(1, 100), vec![wrong])
+        .await
+        .unwrap_err();
+    assert!(err.to_string().contains("no provider accepted"), "{err}");
+}
+
+/// A provider that opens sessions properly and then answers with outputs it did not sign.
+async fn rogue_provider(key: Arc<NodeKey>, endpoint: Endpoint) {
+    while let Some(incoming) = endpoint.accept().await {
+        let key = Arc::clone(&key);
+        tokio::spawn(async move {
+            let connection = Connection::accept(incoming).await.unwrap();
+            let (mut writer, mut reader) = connection.accept_stream().await.unwrap();
+            let Ok(ToProvider::Open(envelope)) =
+                ToProvider::decode(reader.next().await.unwrap().unwrap())
+            else {
+                return;
+            };
+            let open: SessionOpen = envelope.open(ganglion_net::clock::unix_ms(), None).unwrap();
+            let spec = vec![TensorSpec {
+                name: "bytes".into(),
+                dtype: DType::U8,
+                shape: vec![None],
+            }];
+            let opened = SessionOpened {
+                session: open.session,
+                model: open.model,
+                alias: "echo".into(),
+                inputs: spec.clone(),
+                outputs: spec,
+            };
+            writer.send(&ToRobot::Opened(opened)).await.unwrap();
+            let _ = key;
+            while let Ok(Some(frame)) = reader.next().await {
+                let Ok(ToProvider::Request(request)) = ToProvider::decode(frame) else {
+                    return;
+                };
+                // Answer at once (faster than any honest provider) with a forged signature.
+                let done = Done {
+                    outputs: request.inputs,
+                    service_us: 1,
+                    signature: Signature([7; 64]),
+                };
+                let answer = ToRobot::Answer(Answer {
+                    id: request.id,
+                    outcome: Outcome::Done(done),
+                });
+                if writer.send(&answer).await.is_err() {
+                    return;
+                }
+            }
+        });
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn forged_answers_lose_to_honest_ones_and_the_forger_is_dropped() {
+    let rogue_key = Arc::new(NodeKey::generate());
+    let rogue_endpoint = Endpoint::server(
+        Arc::clone(&rogue_key),
+        loopback(),
+        TransportConfig::default(),
+    )
+    .unwrap();
+    let rogue = ProviderAddr {
+        id: rogue_key.id(),
+        addr: rogue_endpoint.local_addr().unwrap(),
+    };
+    tokio::spawn(rogue_provider(rogue_key, rogue_endpoint));
+    let honest = Isolated::start();
+    let spare = Isolated::start();
+
+    let session = robot(echo_config(2, 200), vec![rogue, honest.addr, spare.addr]).await;
+    for i in 0..20 {
+        let answer = session.request(vec![bytes(32 + i)]).await.unwrap();
+        assert_ne!(answer.provider, rogue.id, "a forged answer was accepted");
+    }
+    let status = session.status();
+    assert_eq!(status.down.len(), 1, "{status:?}");
+    assert_eq!(status.down[0].0, rogue.id);
+    assert!(
+        status.active.contains(&spare.addr.id),
+        "the spare replaced the forger: {status:?}"
+    );
+}

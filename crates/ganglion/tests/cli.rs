@@ -1,0 +1,193 @@
+//! The `ganglion` binary as a user runs it: the devnet, and providers and a robot as separate
+//! processes with a provider killed by SIGKILL in the middle.
+#![allow(clippy::unwrap_used)]
+
+use std::io::{BufRead, BufReader};
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+
+fn ganglion() -> Command {
+    Command::new(env!("CARGO_BIN_EXE_ganglion"))
+}
+
+fn read_report(path: &std::path::Path) -> serde_json::Value {
+    serde_json::from_str(&std::fs::read_to_string(path).unwrap()).unwrap()
+}
+
+fn temp_path(name: &str) -> std::path::PathBuf {
+    std::env::temp_dir().join(format!("ganglion-test-{}-{name}", std::process::id()))
+}
+
+#[test]
+fn devnet_answers_every_request_while_a_provider_is_killed() {
+    let json = temp_path("devnet.json");
+    let out = ganglion()
+        .args([
+            "devnet",
+            "--providers",
+            "4",
+            "--robots",
+            "2",
+            "--rate-hz",
+            "8",
+            "--duration-s",
+            "4",
+        ])
+        .args([
+            "--kill-after-s",
+            "2",
+            "--deadline-ms",
+            "200",
+            "--quiet",
+            "--json",
+        ])
+        .arg(&json)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let report = read_report(&json);
+    let requests = report["requests"].as_u64().unwrap();
+    assert!(requests >= 50, "{report}");
+    assert_eq!(report["answered"].as_u64(), Some(requests), "{report}");
+    assert_eq!(report["deadline_misses"].as_u64(), Some(0), "{report}");
+    assert_eq!(report["providers_killed"].as_u64(), Some(1), "{report}");
+    // Robot 0 used the killed provider: it failed over to a spare.
+    assert!(report["failovers"].as_u64().unwrap() >= 1, "{report}");
+    let p99 = report["latency_ms"]["p99"].as_f64().unwrap();
+    assert!(p99 > 0.0 && p99 <= 200.0, "{report}");
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(text.contains("== ganglion report =="), "{text}");
+    let _ = std::fs::remove_file(json);
+}
+
+#[test]
+fn devnet_rejects_impossible_settings_with_a_reason() {
+    for (args, needle) in [
+        (&["--redundancy", "9"][..], "--redundancy"),
+        (&["--rate-hz", "0"][..], "--rate-hz"),
+        (&["--deadline-ms", "0"][..], "--deadline-ms"),
+        (&["--model", "nope"][..], "nope"),
+    ] {
+        let out = ganglion().arg("devnet").args(args).output().unwrap();
+        assert!(!out.status.success());
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(err.contains(needle), "{args:?}: {err}");
+    }
+}
+
+struct Proc(Child);
+
+impl Drop for Proc {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// Starts `ganglion provider` on a free port and reads the `--provider` value it prints.
+fn start_provider() -> (Proc, String) {
+    let mut child = ganglion()
+        .args(["provider", "--listen", "127.0.0.1:0"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let stdout = child.stdout.take().unwrap();
+    let mut lines = BufReader::new(stdout).lines();
+    let flag = loop {
+        let line = lines.next().expect("provider printed its address").unwrap();
+        if let Some(rest) = line.strip_prefix("robots can use it with: --provider ") {
+            break rest.to_owned();
+        }
+    };
+    (Proc(child), flag)
+}
+
+#[test]
+fn separate_processes_survive_a_sigkilled_provider() {
+    let mut providers: Vec<(Proc, String)> = (0..3).map(|_| start_provider()).collect();
+    let json = temp_path("robot.json");
+    let mut robot = ganglion();
+    robot
+        .args([
+            "robot",
+            "--rate-hz",
+            "10",
+            "--duration-s",
+            "4",
+            "--deadline-ms",
+            "300",
+            "--json",
+        ])
+        .arg(&json);
+    for (_, flag) in &providers {
+        robot.args(["--provider", flag]);
+    }
+    let robot = robot
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    std::thread::sleep(Duration::from_millis(2000));
+    // SIGKILL the first provider: it is in the robot's active pair.
+    providers[0].0 .0.kill().unwrap();
+    let out = robot.wait_with_output().unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let report = read_report(&json);
+    let requests = report["requests"].as_u64().unwrap();
+    assert!(requests >= 30, "{report}");
+    assert_eq!(report["answered"].as_u64(), Some(requests), "{report}");
+    assert_eq!(report["failovers"].as_u64(), Some(1), "{report}");
+    let spare = &report["providers"][2];
+    assert!(
+        spare["answers_won"].as_u64().unwrap() > 0,
+        "the spare took over: {report}"
+    );
+    providers.clear();
+    let _ = std::fs::remove_file(json);
+}
+
+#[test]
+fn keys_are_created_once_and_shown() {
+    let path = temp_path("node.key");
+    let _ = std::fs::remove_file(&path);
+    let out = ganglion()
+        .args(["keys", "new", "--out"])
+        .arg(&path)
+        .output()
+        .unwrap();
+    assert!(out.status.success());
+    let did = String::from_utf8_lossy(&out.stdout).trim().to_owned();
+    assert!(did.starts_with("did:key:z6Mk"), "{did}");
+    let shown = ganglion()
+        .args(["keys", "show", "--key"])
+        .arg(&path)
+        .output()
+        .unwrap();
+    assert_eq!(String::from_utf8_lossy(&shown.stdout).trim(), did);
+    let again = ganglion()
+        .args(["keys", "new", "--out"])
+        .arg(&path)
+        .output()
+        .unwrap();
+    assert!(
+        !again.status.success(),
+        "an existing key must never be overwritten"
+    );
+    std::fs::write(&path, "garbage").unwrap();
+    let bad = ganglion()
+        .args(["keys", "show", "--key"])
+        .arg(&path)
+        .output()
+        .unwrap();
+    assert!(String::from_utf8_lossy(&bad.stderr).contains("not a Ganglion key file"));
+    let _ = std::fs::remove_file(path);
+}
