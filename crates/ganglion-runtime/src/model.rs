@@ -203,7 +203,7 @@ impl Model {
         let outputs = state
             .run(values)
             .map_err(|e| RunError::Tract(format!("{e:#}")))?;
-        outputs.iter().map(|v| from_tract(v)).collect()
+        outputs.iter().map(from_tract).collect()
     }
 
     /// Checks and runs `inputs` with a fresh state (simple; workers reuse theirs instead).

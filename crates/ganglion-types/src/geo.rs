@@ -4,7 +4,7 @@
 use serde::{Deserialize, Serialize};
 
 /// Mean Earth radius (IUGG), for great-circle distances.
-pub const EARTH_RADIUS_KM: f64 = 6_371.0088;
+pub const EARTH_RADIUS_KM: f64 = 6_371.008_8;
 
 /// One-way time of light in optical fiber (refractive index ~1.47): ~4.9 µs per km. A 1 ms
 /// round trip therefore reaches at most ~100 km of fiber.

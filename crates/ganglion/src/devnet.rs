@@ -81,7 +81,7 @@ impl Args {
                 self.redundancy
             );
         }
-        if self.kill_after_s.is_some_and(|k| !(k >= 0.0)) {
+        if self.kill_after_s.is_some_and(|k| k.is_nan() || k < 0.0) {
             bail!("--kill-after-s must be 0 or more");
         }
         Ok(())
