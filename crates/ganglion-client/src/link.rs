@@ -13,11 +13,12 @@ use std::time::{Duration, Instant};
 use ganglion_net::{clock, ConnectError, Connection, Endpoint, FrameReader, FrameWriter};
 use ganglion_net::{RecvStream, SendStream};
 use ganglion_types::proto::{
-    Outcome, Refusal, RequestId, SessionId, SessionOpen, TensorSpec, ToProvider, ToRobot,
+    AnswerClaim, Done, Outcome, Refusal, RequestId, ServeError, SessionId, SessionOpen, TensorSpec,
+    ToProvider, ToRobot,
 };
-use ganglion_types::{Envelope, ModelHash, NodeId, NodeKey, PublicKey};
+use ganglion_types::{tensor, Envelope, ModelHash, NodeId, NodeKey, PublicKey};
 use tokio::sync::mpsc;
-use tracing::debug;
+use tracing::{debug, warn};
 
 use crate::health::{DownReason, Event, Health};
 
@@ -63,6 +64,7 @@ pub type Waiter = mpsc::Sender<(NodeId, Outcome, Instant)>;
 struct Pending {
     sent: Instant,
     deadline: Instant,
+    input_hash: [u8; 32],
     waiter: Waiter,
 }
 
@@ -70,6 +72,7 @@ struct Pending {
 pub struct Link {
     provider: ProviderAddr,
     key: PublicKey,
+    model: ModelHash,
     outputs: Vec<TensorSpec>,
     connection: Connection,
     outbox: mpsc::Sender<Arc<Vec<u8>>>,
@@ -153,6 +156,7 @@ impl Link {
         let link = Arc::new(Self {
             provider,
             key,
+            model: params.model,
             outputs: opened.outputs,
             connection,
             outbox,
@@ -204,6 +208,7 @@ impl Link {
         &self,
         id: RequestId,
         frame: &Arc<Vec<u8>>,
+        input_hash: [u8; 32],
         deadline: Instant,
         waiter: &Waiter,
     ) -> bool {
@@ -222,6 +227,7 @@ impl Link {
                 Pending {
                     sent: clock::now(),
                     deadline,
+                    input_hash,
                     waiter: waiter.clone(),
                 },
             );
@@ -279,27 +285,49 @@ impl Link {
         self.connection.close(b"session closed");
     }
 
+    /// Checks an answer and hands it to whoever waits. Every answer is checked, the late ones
+    /// too: a provider that signs garbage is caught even when it never wins a race.
     fn deliver(&self, id: RequestId, outcome: Outcome) {
         let now = clock::now();
         let Some(pending) = self.pending.lock().ok().and_then(|mut p| p.remove(&id)) else {
             return; // already counted as missed, or never asked
         };
         let event = match &outcome {
-            Outcome::Done(_) => None,
-            Outcome::Failed(ganglion_types::proto::ServeError::Busy { .. }) => Some(Event::Busy),
-            Outcome::Failed(_) => Some(Event::Error),
-        };
-        match event {
-            Some(event) => self.record(event),
-            // Whether a result checks out is decided by whoever waits; lateness is decided here.
-            None if pending.waiter.is_closed() => self.record(Event::Answered {
+            Outcome::Done(done) if self.check(id, &pending.input_hash, done) => Event::Answered {
                 on_time: now <= pending.deadline,
-            }),
-            None => {}
+            },
+            Outcome::Done(_) => Event::BadAnswer,
+            Outcome::Failed(ServeError::Busy { .. }) => Event::Busy,
+            Outcome::Failed(_) => Event::Error,
+        };
+        self.record(event);
+        if event != Event::BadAnswer {
+            let _ = pending
+                .waiter
+                .try_send((self.provider.id, outcome, pending.sent));
         }
-        let _ = pending
-            .waiter
-            .try_send((self.provider.id, outcome, pending.sent));
+    }
+
+    /// The signature verifies against the provider's key over this request, these inputs and
+    /// the session's model, and the outputs have the shapes the provider declared.
+    fn check(&self, id: RequestId, input_hash: &[u8; 32], done: &Done) -> bool {
+        let claim = AnswerClaim {
+            request: id,
+            input_hash: *input_hash,
+            output_hash: tensor::hash_all(&done.outputs),
+            model: self.model,
+        };
+        let shapes_ok = done.outputs.len() == self.outputs.len()
+            && self
+                .outputs
+                .iter()
+                .zip(&done.outputs)
+                .all(|(spec, t)| spec.check(t).is_ok());
+        let valid = shapes_ok && claim.verify(&self.key, &done.signature).is_ok();
+        if !valid {
+            warn!(provider = %self.provider.id, request = id.0, "answer failed its checks");
+        }
+        valid
     }
 }
 

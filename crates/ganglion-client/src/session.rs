@@ -12,14 +12,12 @@ use std::sync::{Arc, Mutex, RwLock};
 use std::time::{Duration, Instant};
 
 use ganglion_net::{clock, Endpoint};
-use ganglion_types::proto::{
-    AnswerClaim, Outcome, Request, RequestId, ServeError, SessionId, ToProvider,
-};
+use ganglion_types::proto::{Outcome, Request, RequestId, ServeError, SessionId, ToProvider};
 use ganglion_types::{tensor, wire, ModelHash, NodeId, NodeKey, Tensor};
 use tokio::sync::mpsc;
 use tracing::{info, warn};
 
-use crate::health::{DownReason, Event};
+use crate::health::DownReason;
 pub use crate::link::ProviderAddr;
 use crate::link::{Link, LinkError, OpenParams};
 
@@ -263,7 +261,7 @@ impl Inner {
         let (tx, mut rx) = mpsc::channel(links.len().max(1));
         let sent = links
             .iter()
-            .filter(|l| l.send(id, &frame, deadline, &tx))
+            .filter(|l| l.send(id, &frame, input_hash, deadline, &tx))
             .count();
         drop(tx);
         if sent == 0 {
@@ -285,34 +283,17 @@ impl Inner {
             let Some(link) = links.iter().find(|l| l.provider().id == provider) else {
                 continue;
             };
+            // Links deliver only answers that passed their checks (signature, claim, shapes).
             match outcome {
                 Outcome::Done(done) => {
-                    let claim = AnswerClaim {
+                    link.won();
+                    return Ok(Answered {
                         request: id,
-                        input_hash,
-                        output_hash: tensor::hash_all(&done.outputs),
-                        model: self.config.model,
-                    };
-                    let shapes_ok = done.outputs.len() == link.outputs().len()
-                        && link
-                            .outputs()
-                            .iter()
-                            .zip(&done.outputs)
-                            .all(|(spec, t)| spec.check(t).is_ok());
-                    if claim.verify(link.key(), &done.signature).is_ok() && shapes_ok {
-                        link.record(Event::Answered { on_time: true });
-                        link.won();
-                        return Ok(Answered {
-                            request: id,
-                            outputs: done.outputs,
-                            provider,
-                            latency: started.elapsed(),
-                            service: Duration::from_micros(u64::from(done.service_us)),
-                        });
-                    }
-                    warn!(provider = %provider, request = id.0, "answer failed its checks");
-                    link.record(Event::BadAnswer);
-                    last_error = Some(format!("invalid answer from {}", provider.short()));
+                        outputs: done.outputs,
+                        provider,
+                        latency: started.elapsed(),
+                        service: Duration::from_micros(u64::from(done.service_us)),
+                    });
                 }
                 Outcome::Failed(error) => {
                     if !matches!(error, ServeError::Busy { .. }) {

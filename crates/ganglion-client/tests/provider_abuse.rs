@@ -42,6 +42,15 @@ async fn honest_session(provider: ProviderAddr) -> Session {
         .unwrap()
 }
 
+fn quinn_proto_code(error: &ganglion_net::endpoint::ConnectionError) -> Option<u64> {
+    match error {
+        ganglion_net::endpoint::ConnectionError::ApplicationClosed(close) => {
+            Some(close.error_code.into_inner())
+        }
+        _ => None,
+    }
+}
+
 fn ping() -> Vec<Tensor> {
     vec![Tensor {
         dtype: DType::U8,
@@ -105,8 +114,11 @@ async fn a_peer_sending_garbage_frames_loses_only_its_own_connection() {
     let closed = tokio::time::timeout(Duration::from_secs(5), connection.closed())
         .await
         .unwrap();
+    // The provider closes with its protocol-violation code; if its close races with a packet
+    // that arrives after it forgot the connection, the peer sees a stateless reset instead.
+    let protocol_violation = quinn_proto_code(&closed) == Some(0x10);
     assert!(
-        closed.to_string().contains("frame"),
+        protocol_violation || closed.to_string().contains("reset"),
         "closed with: {closed}"
     );
 

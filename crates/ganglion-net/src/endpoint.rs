@@ -6,6 +6,7 @@ use std::time::Duration;
 
 use ganglion_types::{NodeId, NodeKey};
 use quinn::crypto::rustls::{QuicClientConfig, QuicServerConfig};
+pub use quinn::ConnectionError;
 use quinn::{RecvStream, SendStream};
 
 use crate::frame::{FrameReader, FrameWriter};
@@ -32,6 +33,9 @@ pub const STREAMS_PER_CONNECTION_MAX: u32 = 64;
 /// that carry jumbo datagrams (loopback, some data centres) fewer, larger packets cut per-packet
 /// cost. Lost probes are harmless: discovery simply stops lower.
 pub const MTU_UPPER_BOUND_BYTES: u16 = 65_527;
+
+/// UDP socket buffer size asked of the kernel (it may grant less).
+pub const SOCKET_BUFFER_BYTES: usize = 4 * 1024 * 1024;
 
 /// How long a connection attempt may take.
 pub const CONNECT_TIMEOUT_MS: u64 = 5_000;
@@ -90,6 +94,28 @@ pub enum ConnectError {
     WrongPeer { expected: NodeId, got: NodeId },
 }
 
+/// A quinn endpoint on `addr` that accepts datagrams up to [`MTU_UPPER_BOUND_BYTES`] (quinn's
+/// default of 1472 would cap path MTU discovery below what loopback and jumbo-frame paths carry).
+fn bind(
+    addr: SocketAddr,
+    server: Option<quinn::ServerConfig>,
+) -> Result<quinn::Endpoint, ConnectError> {
+    let socket = std::net::UdpSocket::bind(addr).map_err(ConnectError::Bind)?;
+    // Room for a burst of large datagrams: with the kernel's default (~208 KiB) a few 64 KiB
+    // datagrams overflow the buffer, the losses look like an MTU black hole and QUIC falls
+    // back to 1200-byte packets. The kernel caps this at net.core.rmem_max / wmem_max.
+    let tuned = socket2::SockRef::from(&socket);
+    let _ = tuned.set_recv_buffer_size(SOCKET_BUFFER_BYTES);
+    let _ = tuned.set_send_buffer_size(SOCKET_BUFFER_BYTES);
+    let mut config = quinn::EndpointConfig::default();
+    config
+        .max_udp_payload_size(MTU_UPPER_BOUND_BYTES)
+        .map_err(|e| ConnectError::Bind(std::io::Error::other(e.to_string())))?;
+    let runtime = quinn::default_runtime()
+        .ok_or_else(|| ConnectError::Bind(std::io::Error::other("no async runtime for QUIC")))?;
+    quinn::Endpoint::new(config, server, socket, runtime).map_err(ConnectError::Bind)
+}
+
 /// A node's QUIC endpoint: dials out, and accepts connections if it was bound as a server.
 #[derive(Debug, Clone)]
 pub struct Endpoint {
@@ -110,7 +136,7 @@ impl Endpoint {
             .map_err(|e| TlsError::Quic(e.to_string()))?;
         let mut server = quinn::ServerConfig::with_crypto(Arc::new(crypto));
         server.transport_config(Arc::clone(&transport));
-        let inner = quinn::Endpoint::server(server, addr).map_err(ConnectError::Bind)?;
+        let inner = bind(addr, Some(server))?;
         Ok(Self {
             inner,
             key,
@@ -124,7 +150,7 @@ impl Endpoint {
         addr: SocketAddr,
         config: TransportConfig,
     ) -> Result<Self, ConnectError> {
-        let inner = quinn::Endpoint::client(addr).map_err(ConnectError::Bind)?;
+        let inner = bind(addr, None)?;
         Ok(Self {
             inner,
             key,
@@ -229,6 +255,11 @@ impl Connection {
     pub async fn accept_stream(&self) -> Result<FramedStream, quinn::ConnectionError> {
         let (send, recv) = self.inner.accept_bi().await?;
         Ok((FrameWriter::new(send), FrameReader::new(recv)))
+    }
+
+    /// Largest UDP payload the path currently carries (grows as MTU discovery probes).
+    pub fn path_mtu(&self) -> u16 {
+        self.inner.stats().path.current_mtu
     }
 
     /// Current smoothed round-trip time.

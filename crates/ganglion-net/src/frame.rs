@@ -3,13 +3,11 @@
 //! The length is checked against [`FRAME_BYTES_MAX`] before a single byte of the body is read
 //! or allocated. Readers and writers keep their buffer between frames.
 
+pub use ganglion_types::frame::{body_len, FrameDecoder, LengthError, HEADER_BYTES};
 use ganglion_types::limits::FRAME_BYTES_MAX;
 use ganglion_types::wire;
 use serde::Serialize;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
-
-/// Bytes of the length prefix.
-pub const HEADER_BYTES: usize = 4;
 
 /// Why a frame could not be read or written.
 #[derive(Debug, thiserror::Error)]
@@ -21,51 +19,6 @@ pub enum FrameError {
     Truncated,
     #[error("stream I/O: {0}")]
     Io(#[from] std::io::Error),
-}
-
-/// Reads a frame header and checks the length it announces.
-pub fn body_len(header: [u8; HEADER_BYTES], max: usize) -> Result<usize, FrameError> {
-    let len = u32::from_le_bytes(header) as usize;
-    if len > max {
-        return Err(FrameError::TooLarge { len, max });
-    }
-    Ok(len)
-}
-
-/// A sans-IO decoder: push bytes as they arrive, pop whole frames. Memory stays within one
-/// frame plus what was pushed.
-#[derive(Debug, Default)]
-pub struct FrameDecoder {
-    buf: Vec<u8>,
-    max: usize,
-}
-
-impl FrameDecoder {
-    pub fn new(max: usize) -> Self {
-        Self {
-            buf: Vec::new(),
-            max,
-        }
-    }
-
-    pub fn push(&mut self, bytes: &[u8]) {
-        self.buf.extend_from_slice(bytes);
-    }
-
-    /// The next whole frame's body, `None` if more bytes are needed, or an error (after which
-    /// the stream must be closed: there is no way to resynchronise).
-    pub fn next_frame(&mut self) -> Result<Option<Vec<u8>>, FrameError> {
-        let Some(header) = self.buf.first_chunk::<HEADER_BYTES>() else {
-            return Ok(None);
-        };
-        let len = body_len(*header, self.max)?;
-        if self.buf.len() < HEADER_BYTES + len {
-            return Ok(None);
-        }
-        let body = self.buf[HEADER_BYTES..HEADER_BYTES + len].to_vec();
-        self.buf.drain(..HEADER_BYTES + len);
-        Ok(Some(body))
-    }
 }
 
 /// Reads frames from a stream, reusing one buffer.
@@ -105,7 +58,10 @@ impl<R: AsyncRead + Unpin> FrameReader<R> {
             }
             got += n;
         }
-        let len = body_len(header, self.max)?;
+        let len = body_len(header, self.max).map_err(|e| FrameError::TooLarge {
+            len: e.len,
+            max: e.max,
+        })?;
         self.buf.resize(len, 0);
         match self.inner.read_exact(&mut self.buf).await {
             Ok(_) => Ok(Some(&self.buf)),
@@ -168,37 +124,6 @@ impl<W: AsyncWrite + Unpin> FrameWriter<W> {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn decoder_yields_frames_split_anywhere() {
-        let mut wire_bytes = Vec::new();
-        for body in [&b"hello"[..], b"", b"world!"] {
-            wire_bytes.extend_from_slice(&(body.len() as u32).to_le_bytes());
-            wire_bytes.extend_from_slice(body);
-        }
-        for split in 0..wire_bytes.len() {
-            let mut d = FrameDecoder::new(64);
-            d.push(&wire_bytes[..split]);
-            let mut frames = Vec::new();
-            while let Some(f) = d.next_frame().unwrap() {
-                frames.push(f);
-            }
-            d.push(&wire_bytes[split..]);
-            while let Some(f) = d.next_frame().unwrap() {
-                frames.push(f);
-            }
-            assert_eq!(frames, vec![b"hello".to_vec(), vec![], b"world!".to_vec()]);
-        }
-    }
-
-    #[test]
-    fn oversized_length_is_refused_before_the_body_arrives() {
-        let mut d = FrameDecoder::new(1024);
-        d.push(&u32::MAX.to_le_bytes());
-        assert!(
-            matches!(d.next_frame(), Err(FrameError::TooLarge { len, .. }) if len == u32::MAX as usize)
-        );
-    }
 
     #[tokio::test]
     async fn reader_and_writer_round_trip_and_detect_truncation() {

@@ -6,6 +6,7 @@
 //! - [`wire`]: the versioned, size-bounded binary encoding every message uses.
 //! - [`envelope`]: signed envelopes with domain separation, sequence numbers and expiry, and the
 //!   replay guard that rejects what was already seen.
+//! - [`frame`]: length-prefixed framing of the data plane, sans-IO, bounded before allocation.
 //! - [`tensor`]: tensors as they travel (type, shape, little-endian bytes), with their checks.
 //! - [`model`]: models named by the BLAKE3 hash of their bytes.
 //! - [`proto`]: the data-plane protocol: session open, requests, signed answers.
@@ -16,6 +17,7 @@
 //! Time never comes from the OS here: functions that need "now" take it as an argument.
 
 pub mod envelope;
+pub mod frame;
 pub mod geo;
 pub mod id;
 pub mod limits;

@@ -360,6 +360,7 @@ fn net(samples: usize) -> anyhow::Result<Vec<Line>> {
                     t.push(t_took);
                 }
             }
+            println!("  raw quinn path MTU {} bytes", raw.path_mtu());
             let label = if size == 64 {
                 "64 B".to_owned()
             } else {

@@ -6,6 +6,16 @@ use std::io::{BufRead, BufReader};
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
+/// The tests that start many nodes measure deadlines: run them one at a time under `cargo test`
+/// too (nextest runs them in their own group, see `.config/nextest.toml`).
+static HEAVY: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
+fn heavy() -> std::sync::MutexGuard<'static, ()> {
+    HEAVY
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
+}
+
 fn ganglion() -> Command {
     Command::new(env!("CARGO_BIN_EXE_ganglion"))
 }
@@ -20,6 +30,7 @@ fn temp_path(name: &str) -> std::path::PathBuf {
 
 #[test]
 fn devnet_answers_every_request_while_a_provider_is_killed() {
+    let _heavy = heavy();
     let json = temp_path("devnet.json");
     let out = ganglion()
         .args([
@@ -109,6 +120,7 @@ fn start_provider() -> (Proc, String) {
 
 #[test]
 fn separate_processes_survive_a_sigkilled_provider() {
+    let _heavy = heavy();
     let mut providers: Vec<(Proc, String)> = (0..3).map(|_| start_provider()).collect();
     let json = temp_path("robot.json");
     let mut robot = ganglion();
