@@ -157,8 +157,8 @@ fn runtime(alias: &str, samples: usize) -> anyhow::Result<Vec<Line>> {
     let shape: Vec<usize> = input.shape.iter().map(|&d| d as usize).collect();
     let values = input.to_f32()?;
     let tract_input = tract_onnx::prelude::Tensor::from_shape(&shape, &values)?;
-    let mut ours = Vec::with_capacity(samples);
-    let mut theirs = Vec::with_capacity(samples);
+    let mut state = direct.state()?;
+    let (mut pool, mut inline, mut theirs) = (Vec::new(), Vec::new(), Vec::new());
     println!("runtime: {samples} samples of {alias} each, interleaved…");
     for i in 0..samples + 10 {
         let t = Instant::now();
@@ -168,20 +168,32 @@ fn runtime(alias: &str, samples: usize) -> anyhow::Result<Vec<Line>> {
         let t = Instant::now();
         let deadline = Instant::now() + Duration::from_secs(10);
         let out = tokio.block_on(runtime.infer(&hash, vec![input.clone()], deadline))?;
-        let ours_took = t.elapsed();
+        let pool_took = t.elapsed();
+        std::hint::black_box(out);
+        let t = Instant::now();
+        let out = direct.run(&mut state, std::slice::from_ref(&input))?;
+        let inline_took = t.elapsed();
         std::hint::black_box(out);
         if i >= 10 {
             theirs.push(tract_took);
-            ours.push(ours_took);
+            pool.push(pool_took);
+            inline.push(inline_took);
         }
     }
-    Ok(vec![line(
-        &format!("runtime {alias}"),
-        stats(&mut ours),
-        "tract",
-        stats(&mut theirs),
-        Some(1.05),
-    )])
+    let theirs = stats(&mut theirs);
+    let inline = stats(&mut inline);
+    Ok(vec![
+        line(
+            &format!("runtime {alias}"),
+            stats(&mut pool),
+            "tract",
+            theirs,
+            Some(1.05),
+        ),
+        // The same checks and conversions on the calling thread, without the worker pool: what
+        // the hand-off to a worker thread (which keeps a provider's network thread free) costs.
+        line(&format!("  inline {alias}"), inline, "tract", theirs, None),
+    ])
 }
 
 fn loopback() -> SocketAddr {
