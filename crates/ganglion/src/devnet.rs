@@ -20,7 +20,7 @@ use ganglion_types::{NodeId, NodeKey};
 use tokio::sync::oneshot;
 
 use crate::nodes::{self, Drive};
-use crate::report::{ProviderLine, Report, Tally};
+use crate::report::{provider_lines, Report, Tally};
 
 /// Most providers or robots one devnet runs.
 pub const NODES_MAX: usize = 256;
@@ -289,8 +289,6 @@ fn build_report(
     killed: Option<NodeId>,
     took: Duration,
 ) -> Report {
-    let wins = tally.wins();
-    let total: u64 = wins.values().sum();
     Report {
         model: args.model.clone(),
         providers_started: args.providers,
@@ -306,23 +304,7 @@ fn build_report(
         providers_killed: usize::from(killed.is_some()),
         latency_ms: tally.latency(),
         provider_service_ms: tally.service(),
-        providers: addrs
-            .iter()
-            .map(|p| {
-                let won = wins.get(&p.id).copied().unwrap_or(0);
-                ProviderLine {
-                    id: p.id.to_string(),
-                    addr: p.addr.to_string(),
-                    answers_won: won,
-                    share: if total == 0 {
-                        0.0
-                    } else {
-                        won as f64 / total as f64
-                    },
-                    killed: killed == Some(p.id),
-                }
-            })
-            .collect(),
+        providers: provider_lines(addrs, tally, killed),
         errors: tally.errors(),
     }
 }

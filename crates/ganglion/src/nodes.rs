@@ -243,8 +243,6 @@ pub fn robot(args: RobotArgs) -> anyhow::Result<()> {
         let progress = tokio::spawn(print_progress(Arc::clone(&tally), None));
         let took = drive(Arc::clone(&session), plan, Arc::clone(&tally)).await;
         progress.abort();
-        let wins = tally.wins();
-        let total: u64 = wins.values().sum();
         anyhow::Ok(Report {
             model: args.model.clone(),
             providers_started: providers.len(),
@@ -260,23 +258,7 @@ pub fn robot(args: RobotArgs) -> anyhow::Result<()> {
             providers_killed: 0,
             latency_ms: tally.latency(),
             provider_service_ms: tally.service(),
-            providers: providers
-                .iter()
-                .map(|p| {
-                    let won = wins.get(&p.id).copied().unwrap_or(0);
-                    crate::report::ProviderLine {
-                        id: p.id.to_string(),
-                        addr: p.addr.to_string(),
-                        answers_won: won,
-                        share: if total == 0 {
-                            0.0
-                        } else {
-                            won as f64 / total as f64
-                        },
-                        killed: false,
-                    }
-                })
-                .collect(),
+            providers: crate::report::provider_lines(&providers, &tally, None),
             errors: tally.errors(),
         })
     })?;
@@ -349,7 +331,7 @@ pub async fn print_progress(
     }
 }
 
-/// Unused key warning guard: robots generate fresh keys in the devnet.
+/// A fresh node key, for a robot that has no key file (every devnet robot).
 pub fn fresh_key() -> Arc<NodeKey> {
     Arc::new(NodeKey::generate())
 }

@@ -110,6 +110,33 @@ pub struct ProviderLine {
     pub killed: bool,
 }
 
+/// Each provider's share of the answers that won, in the order given.
+pub fn provider_lines(
+    providers: &[ganglion_client::ProviderAddr],
+    tally: &Tally,
+    killed: Option<NodeId>,
+) -> Vec<ProviderLine> {
+    let wins = tally.wins();
+    let total: u64 = wins.values().sum();
+    providers
+        .iter()
+        .map(|p| {
+            let won = wins.get(&p.id).copied().unwrap_or(0);
+            ProviderLine {
+                id: p.id.to_string(),
+                addr: p.addr.to_string(),
+                answers_won: won,
+                share: if total == 0 {
+                    0.0
+                } else {
+                    won as f64 / total as f64
+                },
+                killed: killed == Some(p.id),
+            }
+        })
+        .collect()
+}
+
 /// The report of a devnet or robot run (`--json`).
 #[derive(Debug, Clone, Serialize)]
 pub struct Report {
