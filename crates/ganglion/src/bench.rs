@@ -44,6 +44,20 @@ enum Which {
         #[arg(long, default_value_t = 300)]
         samples: usize,
     },
+    /// Placement of one session on a synthetic planet against a brute-force scan of the book.
+    Placement {
+        /// GPUs on the planet (8- and 4-GPU machines, one offer each).
+        #[arg(long, default_value_t = 435_000)]
+        gpus: u64,
+        /// Sites (cities: the largest of each country first).
+        #[arg(long, default_value_t = 250)]
+        sites: usize,
+        /// Placements timed (a tenth of them also by brute force).
+        #[arg(long, default_value_t = 5_000)]
+        samples: usize,
+        #[arg(long, default_value_t = 7)]
+        seed: u64,
+    },
     /// The data plane against raw quinn and raw TCP echoes.
     Net {
         /// Samples of each at 64 B (1 MiB takes a tenth as many).
@@ -60,6 +74,7 @@ const SAMPLES_MAX: usize = 1_000_000;
 struct Stats {
     p50_us: f64,
     p95_us: f64,
+    p99_us: f64,
     min_us: f64,
 }
 
@@ -70,6 +85,7 @@ fn stats(samples: &mut [Duration]) -> Stats {
     Stats {
         p50_us: at(0.5),
         p95_us: at(0.95),
+        p99_us: at(0.99),
         min_us: at(0.0),
     }
 }
@@ -131,6 +147,17 @@ pub fn run(args: Args) -> anyhow::Result<()> {
     let lines = match args.which {
         Which::Runtime { model, samples } => runtime(&model, samples.clamp(10, SAMPLES_MAX))?,
         Which::Net { samples } => net(samples.clamp(10, SAMPLES_MAX))?,
+        Which::Placement {
+            gpus,
+            sites,
+            samples,
+            seed,
+        } => placement(
+            gpus.clamp(8, 10_000_000),
+            sites.clamp(1, 6_204),
+            samples.clamp(10, SAMPLES_MAX),
+            seed,
+        )?,
     };
     print(&lines);
     if let Some(path) = args.json {
@@ -429,4 +456,136 @@ fn signature_cost(samples: usize) -> anyhow::Result<(Stats, Stats)> {
         verify.push(s.elapsed());
     }
     Ok((stats(&mut sign), stats(&mut verify)))
+}
+
+fn placement(gpus: u64, sites: usize, samples: usize, seed: u64) -> anyhow::Result<Vec<Line>> {
+    use ganglion_market::hedge::Class;
+    use ganglion_market::place::{PlaceError, PlaceParams, SessionAsk};
+    use ganglion_market::Load;
+    use ganglion_types::MicroTokens;
+
+    const NOW_MS: u64 = 1_000_000;
+    let started = Instant::now();
+    let mut world = crate::world::planet(gpus, sites, seed, NOW_MS)?;
+    let built = started.elapsed();
+    println!(
+        "placement: {} GPUs in {} machines at {} sites in {} countries; book built in {:.2} s",
+        world.gpus,
+        world.machines,
+        world.sites.len(),
+        world.countries,
+        built.as_secs_f64()
+    );
+    let cities = crate::world::cities()?;
+    let cumulative: Vec<u64> = cities
+        .iter()
+        .scan(0u64, |sum, c| {
+            *sum += c.population;
+            Some(*sum)
+        })
+        .collect();
+    let mut rng = crate::world::Rng::new(seed ^ 0x5eed);
+    let params = PlaceParams::default();
+    let (mut fast, mut slow) = (Vec::with_capacity(samples), Vec::new());
+    let mut per_class: std::collections::BTreeMap<Class, Vec<Duration>> =
+        std::collections::BTreeMap::new();
+    let mut outcomes: std::collections::BTreeMap<String, u64> = std::collections::BTreeMap::new();
+    for i in 0..samples {
+        let class = Class::ALL[i % Class::ALL.len()];
+        let ask = SessionAsk {
+            robot: crate::world::robot_at(&cities, &cumulative, &mut rng),
+            model: world.model,
+            deadline_us: class.deadline_us(),
+            k: 2,
+            max_price: MicroTokens(400),
+            measured_rtt_us: None,
+            exclude: &[],
+        };
+        let s = Instant::now();
+        let placed = world.book.place(&ask, &params);
+        fast.push(s.elapsed());
+        per_class.entry(class).or_default().push(s.elapsed());
+        let outcome = match &placed {
+            Ok(_) => "placed",
+            Err(PlaceError::TooFar { .. }) => "no provider within physical reach",
+            Err(PlaceError::TooSlow { .. }) => "providers in reach, all too slow",
+            Err(PlaceError::TooFew { .. }) => "fewer than k independent providers in reach",
+            Err(PlaceError::Full { .. }) => "all full",
+            Err(PlaceError::OverBudget { .. }) => "over budget",
+            Err(_) => "other",
+        };
+        let outcome = format!("{class:?} ({} ms): {outcome}", class.deadline_us() / 1000);
+        *outcomes.entry(outcome).or_default() += 1;
+        if i % 10 == 0 {
+            let s = Instant::now();
+            let reference = world.book.place_brute_force(&ask, &params);
+            slow.push(s.elapsed());
+            let same = match (&placed, &reference) {
+                (Ok(a), Ok(b)) => a == b,
+                (Err(a), Err(b)) => std::mem::discriminant(a) == std::mem::discriminant(b),
+                _ => false,
+            };
+            anyhow::ensure!(
+                same,
+                "index and brute force disagree: {placed:?} vs {reference:?}"
+            );
+        }
+    }
+    let (fast, slow) = (stats(&mut fast), stats(&mut slow));
+    println!(
+        "  placement p99 {:.1} µs (target ≤ 50 µs: {}), brute force p99 {:.0} µs; every brute-force answer matched",
+        fast.p99_us,
+        if fast.p99_us <= 50.0 { "ok" } else { "MISSED" },
+        slow.p99_us
+    );
+    for (class, samples) in &mut per_class {
+        let s = stats(samples);
+        println!(
+            "  {class:?}: p50 {:.1} µs  p99 {:.1} µs",
+            s.p50_us, s.p99_us
+        );
+    }
+    for (outcome, count) in &outcomes {
+        println!("  {count:>6} × {outcome}");
+    }
+    // Book updates: heartbeats (load) and offers replaced (a new price).
+    let providers: Vec<_> = (0..world.machines as u64)
+        .map(crate::world::machine_id)
+        .collect();
+    let mut heartbeat = Vec::with_capacity(10_000);
+    let mut reprice = Vec::with_capacity(10_000);
+    for i in 0..10_000usize {
+        let id = providers[rng.below(providers.len() as u64) as usize];
+        let s = Instant::now();
+        world.book.set_load(
+            &id,
+            Load {
+                free_slots: (i % 32) as u32,
+                service_p95_us: 900,
+            },
+        );
+        heartbeat.push(s.elapsed());
+        let Some((offer, load)) = world.book.offer(&id).map(|(o, l)| (o.clone(), *l)) else {
+            continue;
+        };
+        let new = ganglion_market::Offer {
+            price: MicroTokens(50 + rng.below(451)),
+            ..offer
+        };
+        let s = Instant::now();
+        world.book.insert(new, load, NOW_MS)?;
+        reprice.push(s.elapsed());
+    }
+    let (heartbeat, reprice) = (stats(&mut heartbeat), stats(&mut reprice));
+    println!(
+        "  book updates: heartbeat p50 {:.2} µs p99 {:.2} µs; offer replaced p50 {:.2} µs p99 {:.2} µs",
+        heartbeat.p50_us, heartbeat.p99_us, reprice.p50_us, reprice.p99_us
+    );
+    Ok(vec![line(
+        "placement (index)",
+        fast,
+        "brute force",
+        slow,
+        None,
+    )])
 }

@@ -7,6 +7,7 @@ mod devnet;
 mod keys;
 mod nodes;
 mod report;
+mod world;
 
 use clap::{Parser, Subcommand};
 
