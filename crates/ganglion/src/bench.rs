@@ -124,20 +124,25 @@ fn print(lines: &[Line]) {
     );
     for l in lines {
         let target = l.target.map_or_else(|| "-".into(), |t| format!("≤{t:.2}×"));
+        let ratio = if l.ratio_p50 < 0.1 {
+            format!("{:.4}×", l.ratio_p50)
+        } else {
+            format!("{:.2}×", l.ratio_p50)
+        };
         let verdict = match l.target {
             Some(t) if l.ratio_p50 <= t => " ok",
             Some(_) => " MISSED",
             None => "",
         };
         println!(
-            "{:<24} {:>10.1}µs {:>10.1}µs {:<12} {:>10.1}µs {:>10.1}µs {:>7.2}× {:>8}{verdict}",
+            "{:<24} {:>10.1}µs {:>10.1}µs {:<12} {:>10.1}µs {:>10.1}µs {:>8} {:>8}{verdict}",
             l.bench,
             l.ganglion.p50_us,
             l.ganglion.p95_us,
             l.baseline_name,
             l.baseline.p50_us,
             l.baseline.p95_us,
-            l.ratio_p50,
+            ratio,
             target
         );
     }

@@ -189,10 +189,38 @@ pub fn run(args: Args) -> anyhow::Result<()> {
     let tally = Arc::new(Tally::default());
     let (sessions, killed, took) = tokio.block_on(async {
         let mut sessions = Vec::new();
+        // Sessions each provider takes: enough for every robot's k, spread over providers.
+        let slots = u32::try_from((args.robots * args.redundancy).div_ceil(addrs.len()))
+            .unwrap_or(u32::MAX);
+        let mut book = crate::market::book(&addrs, model, slots, ganglion_net::clock::unix_ms())?;
         for r in 0..args.robots {
-            // Robot r starts on providers r*k, r*k+1, … (mod N); every other provider is a spare.
-            let mut candidates = addrs.clone();
-            candidates.rotate_left((r * args.redundancy) % addrs.len());
+            // The market picks the robot's k providers; the rest, in the market's order, are spares.
+            let (site, placement, candidates) = crate::market::place_robot(
+                &mut book,
+                r,
+                model,
+                args.redundancy,
+                args.deadline_ms,
+                &addrs,
+            )?;
+            let chosen: Vec<String> = placement
+                .providers
+                .iter()
+                .map(|c| {
+                    let i = addrs.iter().position(|a| a.id == c.provider).unwrap_or(0);
+                    format!(
+                        "…{} ({}, {:.0} km)",
+                        c.provider.short(),
+                        crate::market::provider_site(i),
+                        c.distance_km
+                    )
+                })
+                .collect();
+            say(format!(
+                "  robot {r} in {site}: placed on {} at {} per answer",
+                chosen.join(" and "),
+                placement.price
+            ));
             let key = nodes::fresh_key();
             let endpoint = Endpoint::client(
                 Arc::clone(&key),

@@ -5,6 +5,7 @@
 mod bench;
 mod devnet;
 mod keys;
+mod market;
 mod nodes;
 mod report;
 mod world;
