@@ -292,18 +292,24 @@ struct Rejections {
 }
 
 impl Book {
-    /// Places a session. Deterministic: same book, same ask, same answer.
-    pub fn place(
-        &self,
-        ask: &SessionAsk<'_>,
-        params: &PlaceParams,
-    ) -> Result<Placement, PlaceError> {
+    /// What makes an ask impossible before any offer is looked at.
+    fn check_ask(&self, ask: &SessionAsk<'_>) -> Result<(), PlaceError> {
         if ask.k == 0 || ask.k > K_MAX {
             return Err(PlaceError::Redundancy(ask.k));
         }
         if !self.model_locations.contains_key(&ask.model) {
             return Err(PlaceError::NoModel(ask.model));
         }
+        Ok(())
+    }
+
+    /// Places a session. Deterministic: same book, same ask, same answer.
+    pub fn place(
+        &self,
+        ask: &SessionAsk<'_>,
+        params: &PlaceParams,
+    ) -> Result<Placement, PlaceError> {
+        self.check_ask(ask)?;
         let reach = params.reach_km(ask.deadline_us);
         if reach >= GLOBAL_REACH_KM {
             let mut global = Global::new(self, ask, params, reach);
@@ -325,12 +331,7 @@ impl Book {
         ask: &SessionAsk<'_>,
         params: &PlaceParams,
     ) -> Result<Placement, PlaceError> {
-        if ask.k == 0 || ask.k > K_MAX {
-            return Err(PlaceError::Redundancy(ask.k));
-        }
-        if !self.model_locations.contains_key(&ask.model) {
-            return Err(PlaceError::NoModel(ask.model));
-        }
+        self.check_ask(ask)?;
         let reach = params.reach_km(ask.deadline_us);
         let measured = |p: &NodeId| ask.measured_rtt_us.is_some_and(|m| m.contains_key(p));
         let mut candidates: Vec<(MicroTokens, u64, NodeId, f64)> = Vec::new();
