@@ -49,11 +49,39 @@ pub(crate) struct Location {
     pub(crate) by_model: HashMap<ModelHash, ModelOffers>,
 }
 
+/// An offer as placement reads it: everything admission needs, stored in line so that walking
+/// a location's price list touches one contiguous array and no other table.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct Entry {
+    pub(crate) price: MicroTokens,
+    pub(crate) provider: NodeId,
+    pub(crate) service_p95_us: u32,
+    pub(crate) free_slots: u32,
+    pub(crate) domains: crate::offer::Domains,
+}
+
+impl Entry {
+    pub(crate) fn of(offer: &Offer, load: &Load) -> Self {
+        Self {
+            price: offer.price,
+            provider: offer.provider,
+            service_p95_us: load.service_p95_us,
+            free_slots: load.free_slots,
+            domains: offer.domains,
+        }
+    }
+
+    fn key(&self) -> (MicroTokens, NodeId) {
+        (self.price, self.provider)
+    }
+}
+
 /// One location's offers of one model: cheapest first, and what placement needs to skip the
 /// whole location at once (nobody fast enough, nobody with a free slot).
 #[derive(Debug, Default)]
 pub(crate) struct ModelOffers {
-    pub(crate) by_price: BTreeSet<(MicroTokens, NodeId)>,
+    /// Sorted by (price, provider).
+    pub(crate) by_price: Vec<Entry>,
     /// Multiset of the offers' service p95 (µs → count).
     p95: std::collections::BTreeMap<u32, u32>,
     /// Offers with a free slot.
@@ -61,14 +89,32 @@ pub(crate) struct ModelOffers {
 }
 
 impl ModelOffers {
-    fn add(&mut self, price: MicroTokens, provider: NodeId, load: &Load) {
-        self.by_price.insert((price, provider));
+    fn add(&mut self, entry: Entry, load: &Load) {
+        let at = self.by_price.partition_point(|e| e.key() < entry.key());
+        self.by_price.insert(at, entry);
         self.add_load(load);
     }
 
     fn drop(&mut self, price: MicroTokens, provider: NodeId, load: &Load) {
-        self.by_price.remove(&(price, provider));
+        if let Ok(at) = self
+            .by_price
+            .binary_search_by(|e| e.key().cmp(&(price, provider)))
+        {
+            self.by_price.remove(at);
+        }
         self.drop_load(load);
+    }
+
+    fn set_load(&mut self, price: MicroTokens, provider: NodeId, old: &Load, new: &Load) {
+        if let Ok(at) = self
+            .by_price
+            .binary_search_by(|e| e.key().cmp(&(price, provider)))
+        {
+            self.by_price[at].service_p95_us = new.service_p95_us;
+            self.by_price[at].free_slots = new.free_slots;
+        }
+        self.drop_load(old);
+        self.add_load(new);
     }
 
     fn add_load(&mut self, load: &Load) {
@@ -180,7 +226,7 @@ impl Book {
                 .by_model
                 .entry(*model)
                 .or_default()
-                .add(offer.price, offer.provider, &load);
+                .add(Entry::of(&offer, &load), &load);
             self.by_price
                 .entry(*model)
                 .or_default()
@@ -200,8 +246,7 @@ impl Book {
         if let Some(location) = self.locations.get_mut(&stored.loc) {
             for model in &stored.offer.models {
                 if let Some(offers) = location.by_model.get_mut(model) {
-                    offers.drop_load(&stored.load);
-                    offers.add_load(&load);
+                    offers.set_load(stored.offer.price, *provider, &stored.load, &load);
                 }
             }
         }

@@ -19,7 +19,7 @@ use std::collections::{BinaryHeap, HashMap};
 use ganglion_types::geo::FIBER_ONE_WAY_US_PER_KM;
 use ganglion_types::{Coordinates, MicroTokens, ModelHash, NodeId};
 
-use crate::book::{Book, LocKey};
+use crate::book::{Book, Entry, LocKey};
 use crate::offer::Domains;
 use crate::price::clearing_price;
 
@@ -132,17 +132,26 @@ pub enum PlaceError {
 /// A candidate list: one location's offers for the model, cheapest first.
 struct Source<'b> {
     distance_km: f64,
+    loc: LocKey,
     offers: Offers<'b>,
+}
+
+/// An offer in bid order, with where it is.
+#[derive(Debug, Clone, Copy)]
+struct Candidate {
+    entry: Entry,
+    distance_km: f64,
+    loc: LocKey,
 }
 
 /// A location's offers, or one measured provider's.
 enum Offers<'b> {
-    All(std::collections::btree_set::Iter<'b, (MicroTokens, NodeId)>),
-    One(Option<&'b (MicroTokens, NodeId)>),
+    All(std::slice::Iter<'b, Entry>),
+    One(Option<&'b Entry>),
 }
 
 impl<'b> Iterator for Offers<'b> {
-    type Item = &'b (MicroTokens, NodeId);
+    type Item = &'b Entry;
 
     fn next(&mut self) -> Option<Self::Item> {
         match self {
@@ -168,7 +177,7 @@ struct Global<'b> {
     reach_km: f64,
     offers: std::iter::Peekable<std::collections::btree_set::Iter<'b, (MicroTokens, NodeId)>>,
     distances: rustc_hash::FxHashMap<LocKey, f64>,
-    group: std::vec::IntoIter<(MicroTokens, NodeId, f64)>,
+    group: std::vec::IntoIter<Candidate>,
     examined: usize,
     cut: bool,
 }
@@ -217,18 +226,23 @@ impl<'b> Global<'b> {
                 .measured_rtt_us
                 .is_some_and(|m| m.contains_key(&provider));
             if distance <= self.reach_km || measured {
-                group.push((price, provider, distance));
+                let entry = Entry::of(&stored.offer, &stored.load);
+                group.push(Candidate {
+                    entry,
+                    distance_km: distance,
+                    loc: stored.loc,
+                });
             }
         }
         let params = self.params;
-        group.sort_by_key(|&(_, provider, d)| (params.rtt_us(d) as u64, provider));
+        group.sort_by_key(|c| (params.rtt_us(c.distance_km) as u64, c.entry.provider));
         self.group = group.into_iter();
         true
     }
 }
 
 impl Iterator for Global<'_> {
-    type Item = (MicroTokens, NodeId, f64);
+    type Item = Candidate;
 
     fn next(&mut self) -> Option<Self::Item> {
         loop {
@@ -252,6 +266,7 @@ struct Merge<'b> {
     sources: Vec<Source<'b>>,
     heap: BinaryHeap<Reverse<(MicroTokens, u64, NodeId, usize)>>,
     rtt: Vec<u64>,
+    heads: Vec<Option<Entry>>,
 }
 
 impl<'b> Merge<'b> {
@@ -261,24 +276,40 @@ impl<'b> Merge<'b> {
             .map(|s| params.rtt_us(s.distance_km) as u64)
             .collect();
         let mut heap = BinaryHeap::with_capacity(sources.len());
+        let mut heads = Vec::with_capacity(sources.len());
         for (i, source) in sources.iter_mut().enumerate() {
-            if let Some(&(price, provider)) = source.offers.next() {
-                heap.push(Reverse((price, rtt[i], provider, i)));
+            let head = source.offers.next().copied();
+            if let Some(e) = head {
+                heap.push(Reverse((e.price, rtt[i], e.provider, i)));
             }
+            heads.push(head);
         }
-        Self { sources, heap, rtt }
+        Self {
+            sources,
+            heap,
+            rtt,
+            heads,
+        }
     }
 }
 
 impl Iterator for Merge<'_> {
-    type Item = (MicroTokens, NodeId, f64);
+    type Item = Candidate;
 
     fn next(&mut self) -> Option<Self::Item> {
-        let Reverse((price, _, provider, i)) = self.heap.pop()?;
-        if let Some(&(next_price, next)) = self.sources[i].offers.next() {
-            self.heap.push(Reverse((next_price, self.rtt[i], next, i)));
+        let Reverse((_, _, _, i)) = self.heap.pop()?;
+        let entry = self.heads[i].take()?;
+        self.heads[i] = self.sources[i].offers.next().copied();
+        if let Some(e) = self.heads[i] {
+            self.heap
+                .push(Reverse((e.price, self.rtt[i], e.provider, i)));
         }
-        Some((price, provider, self.sources[i].distance_km))
+        let source = &self.sources[i];
+        Some(Candidate {
+            entry,
+            distance_km: source.distance_km,
+            loc: source.loc,
+        })
     }
 }
 
@@ -334,7 +365,7 @@ impl Book {
         self.check_ask(ask)?;
         let reach = params.reach_km(ask.deadline_us);
         let measured = |p: &NodeId| ask.measured_rtt_us.is_some_and(|m| m.contains_key(p));
-        let mut candidates: Vec<(MicroTokens, u64, NodeId, f64)> = Vec::new();
+        let mut candidates: Vec<(u64, Candidate)> = Vec::new();
         let mut locations = std::collections::HashSet::new();
         for stored in self.offers.values() {
             if !stored.offer.models.contains(&ask.model) {
@@ -347,25 +378,23 @@ impl Book {
             if location_distance <= reach || measured(&stored.offer.provider) {
                 locations.insert(stored.loc);
                 let rtt = params.rtt_us(location_distance) as u64;
+                let entry = Entry::of(&stored.offer, &stored.load);
                 candidates.push((
-                    stored.offer.price,
                     rtt,
-                    stored.offer.provider,
-                    location_distance,
+                    Candidate {
+                        entry,
+                        distance_km: location_distance,
+                        loc: stored.loc,
+                    },
                 ));
             }
         }
-        candidates.sort_by_key(|c| (c.0, c.1, c.2));
+        candidates.sort_by_key(|(rtt, c)| (c.entry.price, *rtt, c.entry.provider));
         let why = Rejections {
             within_reach: locations.len(),
             ..Rejections::default()
         };
-        self.select(
-            ask,
-            params,
-            candidates.into_iter().map(|(p, _, id, d)| (p, id, d)),
-            why,
-        )
+        self.select(ask, params, candidates.into_iter().map(|(_, c)| c), why)
     }
 
     /// The greedy auction over candidates in bid order: the first k that pass the per-offer
@@ -375,18 +404,19 @@ impl Book {
         &self,
         ask: &SessionAsk<'_>,
         params: &PlaceParams,
-        ordered: impl Iterator<Item = (MicroTokens, NodeId, f64)>,
+        ordered: impl Iterator<Item = Candidate>,
         mut why: Rejections,
     ) -> Result<Placement, PlaceError> {
         let mut picked: Vec<(Chosen, Domains, LocKey)> = Vec::with_capacity(ask.k);
         let mut same_site: Vec<(Chosen, Domains, LocKey)> = Vec::new();
         let mut loser = None;
-        for (price, provider, distance_km) in ordered {
+        for next in ordered {
+            let price = next.entry.price;
             if price > ask.max_price {
                 why.over_budget.get_or_insert(price);
                 break; // everything after is dearer
             }
-            let Some(candidate) = self.admit(ask, params, provider, distance_km, &mut why) else {
+            let Some(candidate) = Self::admit(ask, params, &next, &mut why) else {
                 continue;
             };
             let clash = |p: &(Chosen, Domains, LocKey)| {
@@ -472,6 +502,7 @@ impl Book {
             }
             sources.push(Source {
                 distance_km,
+                loc: key,
                 offers: Offers::All(offers.by_price.iter()),
             });
             seen_locations.push(key);
@@ -489,10 +520,11 @@ impl Book {
             let Some(offers) = location.by_model.get(&ask.model) else {
                 continue;
             };
-            let entry = offers.by_price.iter().find(|(_, p)| p == provider);
+            let entry = offers.by_price.iter().find(|e| e.provider == *provider);
             why.within_reach += 1;
             sources.push(Source {
                 distance_km: ask.robot.distance_km(&location.at),
+                loc: stored.loc,
                 offers: Offers::One(entry),
             });
         }
@@ -501,38 +533,36 @@ impl Book {
 
     /// The candidate if it passes the per-offer checks (not excluded, a free slot, in time).
     fn admit(
-        &self,
         ask: &SessionAsk<'_>,
         params: &PlaceParams,
-        provider: NodeId,
-        distance_km: f64,
+        candidate: &Candidate,
         why: &mut Rejections,
     ) -> Option<(Chosen, Domains, LocKey)> {
-        if ask.exclude.contains(&provider) {
+        let entry = &candidate.entry;
+        if ask.exclude.contains(&entry.provider) {
             return None;
         }
-        let stored = self.offers.get(&provider)?;
-        if stored.load.free_slots == 0 {
+        if entry.free_slots == 0 {
             why.full += 1;
             return None;
         }
         let rtt_us = ask
             .measured_rtt_us
-            .and_then(|m| m.get(&provider))
-            .map_or_else(|| params.rtt_us(distance_km), |&m| f64::from(m));
-        let total = rtt_us + f64::from(stored.load.service_p95_us) + f64::from(params.margin_us);
+            .and_then(|m| m.get(&entry.provider))
+            .map_or_else(|| params.rtt_us(candidate.distance_km), |&m| f64::from(m));
+        let total = rtt_us + f64::from(entry.service_p95_us) + f64::from(params.margin_us);
         if total > f64::from(ask.deadline_us) {
             why.best_total_us = Some(why.best_total_us.map_or(total, |b| b.min(total)));
             return None;
         }
         let chosen = Chosen {
-            provider,
-            bid: stored.offer.price,
+            provider: entry.provider,
+            bid: entry.price,
             rtt_us: rtt_us as u32,
-            service_p95_us: stored.load.service_p95_us,
-            distance_km: distance_km as f32,
+            service_p95_us: entry.service_p95_us,
+            distance_km: candidate.distance_km as f32,
         };
-        Some((chosen, stored.offer.domains, stored.loc))
+        Some((chosen, entry.domains, candidate.loc))
     }
 
     fn explain(

@@ -285,12 +285,24 @@ proptest! {
         deadline_us in prop_oneof![Just(5_000u32), Just(20_000), Just(100_000), Just(1_000_000)],
         k in 1usize..4,
         max_price in 1u64..60,
+        heartbeats in prop::collection::vec((0usize..60, 0u32..3, 100u32..20_000), 0..20),
+        reprices in prop::collection::vec((0usize..60, 1u64..50), 0..10),
     ) {
         let mut book = Book::new();
         for (n, (place, price, operator, free, p95)) in offers.into_iter().enumerate() {
             let s = Spec { n: n as u64, place, price, operator, p95_us: p95 };
             let o = offer(&s);
             book.insert(o, Load { free_slots: free, service_p95_us: p95 }, NOW).unwrap();
+        }
+        let count = book.len();
+        // Updates in place: heartbeats change load, new offers change price.
+        for (n, free, p95) in heartbeats {
+            book.set_load(&id((n % count) as u64), Load { free_slots: free, service_p95_us: p95 });
+        }
+        for (n, price) in reprices {
+            let provider = id((n % count) as u64);
+            let (offer, load) = book.offer(&provider).map(|(o, l)| (o.clone(), *l)).unwrap();
+            book.insert(Offer { price: MicroTokens(price), ..offer }, load, NOW).unwrap();
         }
         let mut a = ask(robot, deadline_us, k);
         a.max_price = MicroTokens(max_price);
