@@ -529,7 +529,7 @@ fn placement(gpus: u64, sites: usize, samples: usize, seed: u64) -> anyhow::Resu
         let outcome = format!("{class:?} ({} ms): {outcome}", class.deadline_us() / 1000);
         *outcomes.entry(outcome).or_default() += 1;
         // Every tenth round of the four classes, so each class is checked.
-        if (i / Class::ALL.len()) % 10 == 0 {
+        if (i / Class::ALL.len()).is_multiple_of(10) {
             let s = Instant::now();
             let reference = world.book.place_brute_force(&ask, &params);
             slow.push(s.elapsed());
