@@ -17,5 +17,5 @@ pub mod link;
 pub mod session;
 
 pub use session::{
-    Answered, OpenError, ProviderAddr, RequestError, Session, SessionConfig, SessionStatus,
+    Answered, Hedging, OpenError, ProviderAddr, RequestError, Session, SessionConfig, SessionStatus,
 };

@@ -29,6 +29,40 @@ pub const OUTBOX_MAX: usize = 32;
 /// Requests awaiting an answer from one provider. Past this, requests skip the provider.
 pub const PENDING_MAX: usize = 1024;
 
+/// Answers a link remembers the latency of.
+pub const LATENCY_WINDOW: usize = 64;
+
+/// Answers needed before a link's p95 is trusted for hedging decisions.
+pub const LATENCY_SAMPLES_MIN: usize = 20;
+
+/// The last [`LATENCY_WINDOW`] answer latencies, µs.
+#[derive(Debug, Default)]
+struct LatencyWindow {
+    samples: Vec<u32>,
+    next: usize,
+}
+
+impl LatencyWindow {
+    fn push(&mut self, latency: Duration) {
+        let us = u32::try_from(latency.as_micros()).unwrap_or(u32::MAX);
+        if self.samples.len() < LATENCY_WINDOW {
+            self.samples.push(us);
+        } else {
+            self.samples[self.next] = us;
+        }
+        self.next = (self.next + 1) % LATENCY_WINDOW;
+    }
+
+    fn p95_us(&self) -> Option<u32> {
+        if self.samples.len() < LATENCY_SAMPLES_MIN {
+            return None;
+        }
+        let mut sorted = self.samples.clone();
+        sorted.sort_unstable();
+        sorted.get((sorted.len() * 95).div_ceil(100) - 1).copied()
+    }
+}
+
 /// Lifetime of the signed session open.
 pub const OPEN_TTL_MS: u64 = 60_000;
 
@@ -80,6 +114,8 @@ pub struct Link {
     health: Mutex<Health>,
     alive: AtomicBool,
     wins: AtomicU64,
+    /// Latencies of the last valid answers, µs (for the p95 that soft hedging waits).
+    latencies: Mutex<LatencyWindow>,
     /// Tells the session's supervisor that this link went down.
     down_tx: mpsc::Sender<(NodeId, DownReason)>,
 }
@@ -164,6 +200,7 @@ impl Link {
             health: Mutex::new(Health::default()),
             alive: AtomicBool::new(true),
             wins: AtomicU64::new(0),
+            latencies: Mutex::new(LatencyWindow::default()),
             down_tx,
         });
         tokio::spawn(write_requests(Arc::clone(&link), writer, outbox_rx));
@@ -196,6 +233,12 @@ impl Link {
 
     pub(crate) fn won(&self) {
         self.wins.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// The 95th percentile of this provider's recent answer latencies, µs, once it has
+    /// answered [`LATENCY_SAMPLES_MIN`] times.
+    pub fn p95_us(&self) -> Option<u32> {
+        self.latencies.lock().ok()?.p95_us()
     }
 
     pub fn rtt(&self) -> Duration {
@@ -293,9 +336,14 @@ impl Link {
             return; // already counted as missed, or never asked
         };
         let event = match &outcome {
-            Outcome::Done(done) if self.check(id, &pending.input_hash, done) => Event::Answered {
-                on_time: now <= pending.deadline,
-            },
+            Outcome::Done(done) if self.check(id, &pending.input_hash, done) => {
+                if let Ok(mut window) = self.latencies.lock() {
+                    window.push(now.saturating_duration_since(pending.sent));
+                }
+                Event::Answered {
+                    on_time: now <= pending.deadline,
+                }
+            }
             Outcome::Done(_) => Event::BadAnswer,
             Outcome::Failed(ServeError::Busy { .. }) => Event::Busy,
             Outcome::Failed(_) => Event::Error,

@@ -20,6 +20,7 @@ use tracing::{info, warn};
 use crate::health::DownReason;
 pub use crate::link::ProviderAddr;
 use crate::link::{Link, LinkError, OpenParams};
+use ganglion_market::hedge::{self, Class, Hedge};
 
 /// Default redundancy: every request to two providers.
 pub const REDUNDANCY_DEFAULT: usize = 2;
@@ -39,6 +40,20 @@ pub struct SessionConfig {
     pub redundancy: usize,
     /// Time each request may take, end to end.
     pub deadline: Duration,
+    /// When the copies of a request go out.
+    pub hedging: Hedging,
+}
+
+/// When the k copies of a request go out.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum Hedging {
+    /// Every request to all k providers at once.
+    #[default]
+    AllAtOnce,
+    /// By deadline class (`ganglion_market::hedge`): reflex and perception deadlines (≤ 20 ms)
+    /// all at once; planning and language ones to the first provider, and to the others only if
+    /// it has not answered within its own p95 (about 5% extra load instead of 100%).
+    ByClass,
 }
 
 /// A request's winning answer.
@@ -83,6 +98,9 @@ pub struct SessionStatus {
     pub spares: usize,
     pub failovers: u64,
     pub down: Vec<(NodeId, DownReason)>,
+    /// Requests made and copies sent: copies / requests − 1 is the extra load hedging cost.
+    pub requests: u64,
+    pub copies: u64,
 }
 
 struct Inner {
@@ -94,6 +112,8 @@ struct Inner {
     /// Replacements being connected right now.
     connecting: AtomicUsize,
     failovers: AtomicU64,
+    requests: AtomicU64,
+    copies: AtomicU64,
     next_request: AtomicU64,
     seq: AtomicU64,
     down_tx: mpsc::Sender<(NodeId, DownReason)>,
@@ -143,6 +163,8 @@ impl Session {
             down: Mutex::new(Vec::new()),
             connecting: AtomicUsize::new(0),
             failovers: AtomicU64::new(0),
+            requests: AtomicU64::new(0),
+            copies: AtomicU64::new(0),
             next_request: AtomicU64::new(1),
             // Sequence numbers above any this key used before a restart: microseconds now.
             seq: AtomicU64::new(clock::unix_ms().saturating_mul(1000)),
@@ -168,6 +190,8 @@ impl Session {
             spares: inner.spares.lock().map_or(0, |s| s.len()),
             failovers: inner.failovers.load(Ordering::Relaxed),
             down: inner.down.lock().map(|d| d.clone()).unwrap_or_default(),
+            requests: inner.requests.load(Ordering::Relaxed),
+            copies: inner.copies.load(Ordering::Relaxed),
         }
     }
 
@@ -259,17 +283,43 @@ impl Inner {
 
         let links = self.links();
         let (tx, mut rx) = mpsc::channel(links.len().max(1));
-        let sent = links
-            .iter()
-            .filter(|l| l.send(id, &frame, input_hash, deadline, &tx))
-            .count();
-        drop(tx);
-        if sent == 0 {
+        let send = |wave: &[Arc<Link>]| {
+            wave.iter()
+                .filter(|l| l.send(id, &frame, input_hash, deadline, &tx))
+                .count() as u64
+        };
+        // The first wave: every link, or only the first one when the class allows waiting.
+        let (first, mut later) = match self.hedge(&links) {
+            Hedge::After { after_us } => {
+                let at = started + Duration::from_micros(u64::from(after_us));
+                (&links[..1], Some((at.min(deadline), &links[1..])))
+            }
+            Hedge::AllAtOnce => (&links[..], None),
+        };
+        let mut copies = send(first);
+        if copies == 0 {
+            if let Some((_, rest)) = later.take() {
+                copies = send(rest);
+            }
+        }
+        self.requests.fetch_add(1, Ordering::Relaxed);
+        self.copies.fetch_add(copies, Ordering::Relaxed);
+        if copies == 0 {
             return Err(RequestError::NoProviders);
         }
         let mut last_error = None;
         loop {
-            let received = tokio::time::timeout_at(deadline.into(), rx.recv()).await;
+            let wait_until = later.map_or(deadline, |(at, _)| at);
+            let received = match tokio::time::timeout_at(wait_until.into(), rx.recv()).await {
+                // The first provider was not done in time: the other copies go out now.
+                Err(_) if later.is_some() => {
+                    if let Some((_, rest)) = later.take() {
+                        self.copies.fetch_add(send(rest), Ordering::Relaxed);
+                    }
+                    continue;
+                }
+                received => received,
+            };
             let (provider, outcome, _) = match received {
                 Err(_) => return Err(RequestError::DeadlineMissed(deadline_in)),
                 Ok(None) => {
@@ -300,8 +350,25 @@ impl Inner {
                         warn!(provider = %provider, request = id.0, %error, "provider failed a request");
                     }
                     last_error = Some(error.to_string());
+                    // The first provider refused or failed: do not wait to hedge.
+                    if let Some((_, rest)) = later.take() {
+                        self.copies.fetch_add(send(rest), Ordering::Relaxed);
+                    }
                 }
             }
+        }
+    }
+
+    /// When this request's copies go out: all at once, or, by deadline class, the second after
+    /// the first provider's p95 (once enough answers have measured it).
+    fn hedge(&self, links: &[Arc<Link>]) -> Hedge {
+        match (self.config.hedging, links.first().and_then(|l| l.p95_us())) {
+            (Hedging::ByClass, Some(p95)) if links.len() > 1 => {
+                let deadline_us =
+                    u32::try_from(self.config.deadline.as_micros()).unwrap_or(u32::MAX);
+                hedge::policy(Class::of_deadline(deadline_us), p95)
+            }
+            _ => Hedge::AllAtOnce,
         }
     }
 

@@ -36,6 +36,7 @@ async fn honest_session(provider: ProviderAddr) -> Session {
         model: EchoService::model(),
         redundancy: 1,
         deadline: Duration::from_secs(2),
+        hedging: ganglion_client::Hedging::AllAtOnce,
     };
     Session::open(key, endpoint, config, vec![provider])
         .await

@@ -71,6 +71,7 @@ fn echo_config(k: usize, deadline_ms: u64) -> SessionConfig {
         model: EchoService::model(),
         redundancy: k,
         deadline: Duration::from_millis(deadline_ms),
+        hedging: ganglion_client::Hedging::AllAtOnce,
     }
 }
 
@@ -259,4 +260,32 @@ async fn forged_answers_lose_to_honest_ones_and_the_forger_is_dropped() {
         status.active.contains(&spare.addr.id),
         "the spare replaced the forger: {status:?}"
     );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn soft_deadlines_hedge_after_the_first_providers_p95() {
+    let mut providers: Vec<Isolated> = (0..3).map(|_| Isolated::start()).collect();
+    let config = SessionConfig {
+        hedging: ganglion_client::Hedging::ByClass,
+        ..echo_config(2, 200)
+    };
+    let session = robot(config, providers.iter().map(|p| p.addr).collect()).await;
+    // Until the first provider has answered 20 times its p95 is unknown: all at once.
+    for _ in 0..100 {
+        session.request(vec![bytes(16)]).await.unwrap();
+    }
+    let warm = session.status();
+    let extra = warm.copies as f64 / warm.requests as f64 - 1.0;
+    assert!(
+        extra < 0.5,
+        "a planning-class session hedged {extra:.2} extra copies per request: {warm:?}"
+    );
+    // The first provider dies: the second copy, sent after its p95, answers every request.
+    providers[0].kill();
+    for i in 0..30 {
+        session
+            .request(vec![bytes(16)])
+            .await
+            .unwrap_or_else(|e| panic!("request {i} after the kill: {e}"));
+    }
 }

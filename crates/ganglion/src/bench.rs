@@ -366,6 +366,7 @@ fn net(samples: usize) -> anyhow::Result<Vec<Line>> {
             model: EchoService::model(),
             redundancy: 1,
             deadline: Duration::from_secs(5),
+            hedging: ganglion_client::Hedging::AllAtOnce,
         };
         let session = Session::open(key, endpoint.clone(), config, vec![servers.provider]).await?;
 

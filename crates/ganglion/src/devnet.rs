@@ -53,6 +53,11 @@ pub struct Args {
     /// Providers each request goes to at once (k).
     #[arg(long, default_value_t = 2)]
     redundancy: usize,
+    /// Hedge by deadline class instead of sending every request to all k at once: deadlines
+    /// over 20 ms send the second copy only if the first provider has not answered within its
+    /// own p95 latency.
+    #[arg(long)]
+    hedge_by_class: bool,
     /// Inference threads per provider.
     #[arg(long, default_value_t = 1)]
     workers: usize,
@@ -65,6 +70,14 @@ pub struct Args {
 }
 
 impl Args {
+    fn hedging(&self) -> ganglion_client::Hedging {
+        if self.hedge_by_class {
+            ganglion_client::Hedging::ByClass
+        } else {
+            ganglion_client::Hedging::AllAtOnce
+        }
+    }
+
     fn check(&self) -> anyhow::Result<()> {
         nodes::check_run(self.rate_hz, self.duration_s, self.deadline_ms)?;
         if self.providers == 0
@@ -231,6 +244,7 @@ pub fn run(args: Args) -> anyhow::Result<()> {
                 model,
                 redundancy: args.redundancy,
                 deadline: Duration::from_millis(args.deadline_ms),
+                hedging: args.hedging(),
             };
             let session = Session::open(key, endpoint, config, candidates).await?;
             sessions.push(Arc::new(session));
@@ -330,6 +344,17 @@ fn build_report(
         deadline_misses: tally.deadline_misses.load(Ordering::Relaxed),
         failovers: sessions.iter().map(|s| s.status().failovers).sum(),
         providers_killed: usize::from(killed.is_some()),
+        copies_per_request: {
+            let (requests, copies) = sessions
+                .iter()
+                .map(|s| s.status())
+                .fold((0, 0), |(r, c), st| (r + st.requests, c + st.copies));
+            if requests == 0 {
+                0.0
+            } else {
+                copies as f64 / requests as f64
+            }
+        },
         latency_ms: tally.latency(),
         provider_service_ms: tally.service(),
         providers: provider_lines(addrs, tally, killed),

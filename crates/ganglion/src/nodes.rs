@@ -223,6 +223,7 @@ pub fn robot(args: RobotArgs) -> anyhow::Result<()> {
             model,
             redundancy: args.redundancy,
             deadline: Duration::from_millis(args.deadline_ms),
+            hedging: ganglion_client::Hedging::AllAtOnce,
         };
         let session = Arc::new(Session::open(key, endpoint, config, providers.clone()).await?);
         println!(
@@ -256,6 +257,14 @@ pub fn robot(args: RobotArgs) -> anyhow::Result<()> {
             deadline_misses: tally.deadline_misses.load(Ordering::Relaxed),
             failovers: session.status().failovers,
             providers_killed: 0,
+            copies_per_request: {
+                let status = session.status();
+                if status.requests == 0 {
+                    0.0
+                } else {
+                    status.copies as f64 / status.requests as f64
+                }
+            },
             latency_ms: tally.latency(),
             provider_service_ms: tally.service(),
             providers: crate::report::provider_lines(&providers, &tally, None),

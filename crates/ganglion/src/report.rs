@@ -152,6 +152,9 @@ pub struct Report {
     pub deadline_misses: u64,
     pub failovers: u64,
     pub providers_killed: usize,
+    /// Copies sent per request: k when every request goes to all k at once, nearer 1 when
+    /// hedging waits for the first provider's p95.
+    pub copies_per_request: f64,
     pub latency_ms: Percentiles,
     /// Time the winning providers spent per request (queue and inference), as they reported.
     pub provider_service_ms: Percentiles,
@@ -181,6 +184,7 @@ impl Report {
             self.failovers,
             self.providers_killed
         );
+        println!("copies per request {:.2}", self.copies_per_request);
         let l = self.latency_ms;
         println!(
             "latency ms  p50 {:.2}  p95 {:.2}  p99 {:.2}  max {:.2}",
