@@ -24,6 +24,24 @@ fn read_report(path: &std::path::Path) -> serde_json::Value {
     serde_json::from_str(&std::fs::read_to_string(path).unwrap()).unwrap()
 }
 
+/// The run succeeded, made at least `min_requests` requests, and every one was answered.
+fn every_request_answered(
+    out: &std::process::Output,
+    json: &std::path::Path,
+    min_requests: u64,
+) -> serde_json::Value {
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let report = read_report(json);
+    let requests = report["requests"].as_u64().unwrap();
+    assert!(requests >= min_requests, "{report}");
+    assert_eq!(report["answered"].as_u64(), Some(requests), "{report}");
+    report
+}
+
 fn temp_path(name: &str) -> std::path::PathBuf {
     std::env::temp_dir().join(format!("ganglion-test-{}-{name}", std::process::id()))
 }
@@ -55,15 +73,7 @@ fn devnet_answers_every_request_while_a_provider_is_killed() {
         .arg(&json)
         .output()
         .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let report = read_report(&json);
-    let requests = report["requests"].as_u64().unwrap();
-    assert!(requests >= 50, "{report}");
-    assert_eq!(report["answered"].as_u64(), Some(requests), "{report}");
+    let report = every_request_answered(&out, &json, 50);
     assert_eq!(report["deadline_misses"].as_u64(), Some(0), "{report}");
     assert_eq!(report["providers_killed"].as_u64(), Some(1), "{report}");
     // Robot 0 used the killed provider: it failed over to a spare.
@@ -148,15 +158,7 @@ fn separate_processes_survive_a_sigkilled_provider() {
     // SIGKILL the first provider: it is in the robot's active pair.
     providers[0].0 .0.kill().unwrap();
     let out = robot.wait_with_output().unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let report = read_report(&json);
-    let requests = report["requests"].as_u64().unwrap();
-    assert!(requests >= 30, "{report}");
-    assert_eq!(report["answered"].as_u64(), Some(requests), "{report}");
+    let report = every_request_answered(&out, &json, 30);
     assert_eq!(report["failovers"].as_u64(), Some(1), "{report}");
     let spare = &report["providers"][2];
     assert!(
