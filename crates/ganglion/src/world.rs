@@ -6,6 +6,8 @@ use anyhow::{bail, Context};
 use ganglion_market::{Book, Domains, Load, Offer};
 use ganglion_types::{Coordinates, MicroTokens, ModelHash, NodeId};
 
+pub use ganglion_sim::rng::Rng;
+
 /// The cities of the world with at least 100,000 inhabitants.
 const CITIES_CSV: &str = include_str!("../../../data/cities.csv");
 
@@ -37,33 +39,6 @@ pub fn cities() -> anyhow::Result<Vec<City>> {
         });
     }
     Ok(out)
-}
-
-/// SplitMix64: a small, seedable generator (benchmarks need repeatable worlds, not security).
-#[derive(Debug, Clone)]
-pub struct Rng(u64);
-
-impl Rng {
-    pub fn new(seed: u64) -> Self {
-        Self(seed)
-    }
-
-    pub fn next_u64(&mut self) -> u64 {
-        self.0 = self.0.wrapping_add(0x9e37_79b9_7f4a_7c15);
-        let mut z = self.0;
-        z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
-        z ^ (z >> 31)
-    }
-
-    /// Uniform in [0, 1).
-    pub fn unit(&mut self) -> f64 {
-        (self.next_u64() >> 11) as f64 / (1u64 << 53) as f64
-    }
-
-    pub fn below(&mut self, n: u64) -> u64 {
-        self.next_u64() % n.max(1)
-    }
 }
 
 /// The world a benchmark places sessions in.
