@@ -6,7 +6,7 @@
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -113,7 +113,6 @@ pub struct Link {
     pending: Mutex<HashMap<RequestId, Pending>>,
     health: Mutex<Health>,
     alive: AtomicBool,
-    wins: AtomicU64,
     /// Latencies of the last valid answers, µs (for the p95 that soft hedging waits).
     latencies: Mutex<LatencyWindow>,
     /// Tells the session's supervisor that this link went down.
@@ -199,7 +198,6 @@ impl Link {
             pending: Mutex::new(HashMap::new()),
             health: Mutex::new(Health::default()),
             alive: AtomicBool::new(true),
-            wins: AtomicU64::new(0),
             latencies: Mutex::new(LatencyWindow::default()),
             down_tx,
         });
@@ -226,23 +224,10 @@ impl Link {
         self.alive.load(Ordering::Relaxed)
     }
 
-    /// Answers this link won.
-    pub fn wins(&self) -> u64 {
-        self.wins.load(Ordering::Relaxed)
-    }
-
-    pub(crate) fn won(&self) {
-        self.wins.fetch_add(1, Ordering::Relaxed);
-    }
-
     /// The 95th percentile of this provider's recent answer latencies, µs, once it has
     /// answered [`LATENCY_SAMPLES_MIN`] times.
     pub fn p95_us(&self) -> Option<u32> {
         self.latencies.lock().ok()?.p95_us()
-    }
-
-    pub fn rtt(&self) -> Duration {
-        self.connection.rtt()
     }
 
     /// Queues an encoded request. Returns false (and sends nothing) if the link is down or

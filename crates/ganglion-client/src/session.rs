@@ -195,11 +195,6 @@ impl Session {
         }
     }
 
-    /// The active links (for reports: wins per provider, RTTs).
-    pub fn links(&self) -> Vec<Arc<Link>> {
-        self.inner.links()
-    }
-
     pub fn id(&self) -> SessionId {
         self.inner.params.session
     }
@@ -330,13 +325,9 @@ impl Inner {
                 }
                 Ok(Some(message)) => message,
             };
-            let Some(link) = links.iter().find(|l| l.provider().id == provider) else {
-                continue;
-            };
             // Links deliver only answers that passed their checks (signature, claim, shapes).
             match outcome {
                 Outcome::Done(done) => {
-                    link.won();
                     return Ok(Answered {
                         request: id,
                         outputs: done.outputs,

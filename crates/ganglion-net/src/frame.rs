@@ -3,7 +3,7 @@
 //! The length is checked against [`FRAME_BYTES_MAX`] before a single byte of the body is read
 //! or allocated. Readers and writers keep their buffer between frames.
 
-pub use ganglion_types::frame::{body_len, FrameDecoder, LengthError, HEADER_BYTES};
+use ganglion_types::frame::{body_len, HEADER_BYTES};
 use ganglion_types::limits::FRAME_BYTES_MAX;
 use ganglion_types::wire;
 use serde::Serialize;

@@ -7,7 +7,7 @@ use ganglion_types::limits::{ALIAS_BYTES_MAX, TENSORS_MAX};
 use ganglion_types::proto::TensorSpec;
 use ganglion_types::{DType, ModelHash, Tensor};
 use tract_onnx::prelude::{
-    tvec, DatumType, Framework, InferenceModelExt, IntoRunnable, TValue, TypedFact, TypedModel,
+    DatumType, Framework, InferenceModelExt, IntoRunnable, TValue, TypedFact, TypedModel,
     TypedRunnableModel, TypedSimpleState,
 };
 
@@ -246,16 +246,4 @@ fn from_tract(value: &TValue) -> Result<Tensor, RunError> {
         .as_bytes()
         .to_vec();
     Ok(Tensor { dtype, shape, data })
-}
-
-/// Runs a model once through tract directly, bypassing every Ganglion layer (for the overhead
-/// benchmark's baseline).
-pub fn run_tract_directly(
-    plan: &Arc<TypedRunnableModel>,
-    input: &Tensor,
-) -> Result<usize, RunError> {
-    let outputs = plan
-        .run(tvec!(to_tract(input)?))
-        .map_err(|e| RunError::Tract(format!("{e:#}")))?;
-    Ok(outputs.len())
 }
