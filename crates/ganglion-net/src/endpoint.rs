@@ -90,7 +90,8 @@ pub enum ConnectError {
 ///
 /// Packets stay at quinn's default path MTU range (1200 to 1452 bytes). Jumbo datagrams were
 /// tried on loopback (up to 64 KiB): bulk echoes got faster, but one lost 64 KiB datagram costs a
-/// retransmission timeout, and the devnet's p99 latency went from ~20 ms to ~130 ms.
+/// retransmission timeout, and the devnet's p99 latency went from ~20 ms to ~130 ms in a one-off
+/// experiment.
 fn bind(
     addr: SocketAddr,
     server: Option<quinn::ServerConfig>,

@@ -58,9 +58,9 @@ pub fn node_id(peer: &PeerId) -> Result<NodeId, TlsError> {
     Ok(NodeId::from_bytes(key.to_bytes()))
 }
 
-/// TLS 1.3 cipher suites in order of preference. AES-GCM first: with AES-NI it is several
-/// times faster than ChaCha20-Poly1305 on bulk data (libp2p-tls's own configuration puts
-/// ChaCha20 first, which halves the data plane's throughput on 1 MiB frames).
+/// TLS 1.3 cipher suites in order of preference. AES-GCM first: with AES-NI it is faster than
+/// ChaCha20-Poly1305 on bulk data (libp2p-tls's own configuration puts ChaCha20 first; in one
+/// development run the raw quinn 1 MiB echo went from ~6.7 ms to ~4.7 ms with this order).
 static CIPHER_SUITES: &[rustls::SupportedCipherSuite] = &[
     rustls::crypto::ring::cipher_suite::TLS13_AES_128_GCM_SHA256,
     rustls::crypto::ring::cipher_suite::TLS13_AES_256_GCM_SHA384,
