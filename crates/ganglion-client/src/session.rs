@@ -351,13 +351,15 @@ impl Inner {
     }
 
     /// When this request's copies go out: all at once, or, by deadline class, the second after
-    /// the first provider's p95 (once enough answers have measured it).
+    /// the first provider's p95 (once enough answers have measured it), early enough for the
+    /// second provider's p95 to make the deadline.
     fn hedge(&self, links: &[Arc<Link>]) -> Hedge {
         match (self.config.hedging, links.first().and_then(|l| l.p95_us())) {
             (Hedging::ByClass, Some(p95)) if links.len() > 1 => {
                 let deadline_us =
                     u32::try_from(self.config.deadline.as_micros()).unwrap_or(u32::MAX);
-                hedge::policy(Class::of_deadline(deadline_us), p95)
+                let second = links.get(1).and_then(|l| l.p95_us());
+                hedge::policy(Class::of_deadline(deadline_us), deadline_us, p95, second)
             }
             _ => Hedge::AllAtOnce,
         }

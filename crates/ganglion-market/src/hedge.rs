@@ -59,14 +59,22 @@ pub enum Hedge {
     After { after_us: u32 },
 }
 
-/// The hedging rule for `class`, given the first provider's p95 service time.
-pub fn policy(class: Class, first_p95_us: u32) -> Hedge {
+/// The hedging rule for `class` with `deadline_us`, given the first provider's p95 latency
+/// and, when known, the second's. Soft classes wait for the first provider's p95, but never so
+/// long that the second copy could no longer make the deadline: when the first provider dies
+/// unnoticed, the second copy still arrives in time.
+pub fn policy(
+    class: Class,
+    deadline_us: u32,
+    first_p95_us: u32,
+    second_p95_us: Option<u32>,
+) -> Hedge {
     if class.is_hard() {
-        Hedge::AllAtOnce
-    } else {
-        Hedge::After {
-            after_us: first_p95_us,
-        }
+        return Hedge::AllAtOnce;
+    }
+    let latest = second_p95_us.map_or(u32::MAX, |s| deadline_us.saturating_sub(s));
+    Hedge::After {
+        after_us: first_p95_us.min(latest),
     }
 }
 
@@ -103,9 +111,20 @@ mod tests {
 
     #[test]
     fn hard_classes_hedge_at_once_soft_ones_after_the_p95() {
-        assert_eq!(policy(Class::Reflex, 900), Hedge::AllAtOnce);
-        assert_eq!(policy(Class::Perception, 900), Hedge::AllAtOnce);
-        assert_eq!(policy(Class::Planning, 900), Hedge::After { after_us: 900 });
+        assert_eq!(policy(Class::Reflex, 5_000, 900, None), Hedge::AllAtOnce);
+        assert_eq!(
+            policy(Class::Perception, 20_000, 900, None),
+            Hedge::AllAtOnce
+        );
+        assert_eq!(
+            policy(Class::Planning, 100_000, 900, Some(900)),
+            Hedge::After { after_us: 900 }
+        );
+        // A far second provider (70 ms) must get its copy by 30 ms to make 100 ms.
+        assert_eq!(
+            policy(Class::Planning, 100_000, 60_000, Some(70_000)),
+            Hedge::After { after_us: 30_000 }
+        );
         assert_eq!(Class::of_deadline(4_000), Class::Reflex);
         assert_eq!(Class::of_deadline(50_000), Class::Planning);
         assert_eq!(Class::of_deadline(u32::MAX), Class::Language);
@@ -116,8 +135,12 @@ mod tests {
         // Service times 1..=1000 µs, evenly spread: the p95 is 950 µs.
         let (mut soft, mut hard) = (HedgeLoad::default(), HedgeLoad::default());
         for latency in 1..=1000 {
-            soft.record(policy(Class::Planning, 950), 2, latency);
-            hard.record(policy(Class::Perception, 950), 2, latency);
+            soft.record(policy(Class::Planning, 100_000, 950, Some(950)), 2, latency);
+            hard.record(
+                policy(Class::Perception, 20_000, 950, Some(950)),
+                2,
+                latency,
+            );
         }
         assert!((soft.extra() - 0.05).abs() < 1e-9, "{}", soft.extra());
         assert!((hard.extra() - 1.0).abs() < 1e-9);

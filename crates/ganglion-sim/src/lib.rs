@@ -1,15 +1,21 @@
 //! The simulated planet, sans-IO and deterministic: randomness comes from a seeded generator
-//! passed in, time is simulated seconds.
+//! passed in, time is simulated seconds. It uses `ganglion-market` unchanged.
 //!
-//! Parts so far:
+//! Parts:
 //! - [`rng`]: a small seedable generator (SplitMix64).
+//! - [`planet`]: providers at real cities, robots by population, a central cloud's regions.
 //! - [`churn`]: providers that fail and recover, with the long-run uptime as a parameter.
-//! - [`session`]: how long a session of k providers has at least one provider up, with or
-//!   without healing (replacing a failed provider after a detection delay), by events, not by
-//!   stepping through time.
-//!
-//! `ganglion sim` (the strategies, robots, deadline classes and the market) builds on these.
+//! - [`session`]: a closed-form check of session availability with and without healing.
+//! - [`pick`]: the strategies compared and how each picks providers.
+//! - [`tally`]: the fate of the requests between two events, counted in aggregate.
+//! - [`sim`]: the discrete-event run behind `ganglion sim`.
 
 pub mod churn;
+pub mod pick;
+pub mod planet;
 pub mod rng;
 pub mod session;
+pub mod sim;
+pub mod tally;
+
+pub use sim::{simulate, Config, Progress, Results};

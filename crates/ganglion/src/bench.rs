@@ -472,25 +472,22 @@ fn placement(gpus: u64, sites: usize, samples: usize, seed: u64) -> anyhow::Resu
 
     const NOW_MS: u64 = 1_000_000;
     let started = Instant::now();
-    let mut world = crate::world::planet(gpus, sites, seed, NOW_MS)?;
+    let model = ganglion_types::ModelHash::of(ganglion_runtime::zoo::BLAZEFACE_ONNX);
+    let world = ganglion_sim::planet::planet(gpus, sites, model, seed, NOW_MS + 600_000)?;
+    let mut book = world.book(NOW_MS)?;
     let built = started.elapsed();
     println!(
         "placement: {} GPUs in {} machines at {} sites in {} countries; book built in {:.2} s",
         world.gpus,
-        world.machines,
+        world.machines.len(),
         world.sites.len(),
         world.countries,
         built.as_secs_f64()
     );
-    let cities = crate::world::cities()?;
-    let cumulative: Vec<u64> = cities
-        .iter()
-        .scan(0u64, |sum, c| {
-            *sum += c.population;
-            Some(*sum)
-        })
-        .collect();
-    let mut rng = crate::world::Rng::new(seed ^ 0x5eed);
+    let cities = ganglion_sim::planet::cities()?;
+    let population = ganglion_sim::planet::Population::new(&cities)
+        .ok_or_else(|| anyhow::anyhow!("no cities"))?;
+    let mut rng = ganglion_sim::rng::Rng::new(seed ^ 0x5eed);
     let params = PlaceParams::default();
     let (mut fast, mut slow) = (Vec::with_capacity(samples), Vec::new());
     let mut warm = Vec::with_capacity(samples);
@@ -502,7 +499,7 @@ fn placement(gpus: u64, sites: usize, samples: usize, seed: u64) -> anyhow::Resu
     for i in 0..samples {
         let class = Class::ALL[i % Class::ALL.len()];
         let ask = SessionAsk {
-            robot: crate::world::robot_at(&cities, &cumulative, &mut rng),
+            robot: population.robot_at(&mut rng),
             model: world.model,
             deadline_us: class.deadline_us(),
             k: 2,
@@ -511,12 +508,12 @@ fn placement(gpus: u64, sites: usize, samples: usize, seed: u64) -> anyhow::Resu
             exclude: &[],
         };
         let s = Instant::now();
-        let placed = world.book.place(&ask, &params);
+        let placed = book.place(&ask, &params);
         fast.push(s.elapsed());
         per_class.entry(class).or_default().push(s.elapsed());
         // The same ask again at once: the book's memory for that region is now in cache.
         let s = Instant::now();
-        std::hint::black_box(world.book.place(&ask, &params).is_ok());
+        std::hint::black_box(book.place(&ask, &params).is_ok());
         warm.push(s.elapsed());
         let outcome = match &placed {
             Ok(_) => "placed",
@@ -532,7 +529,7 @@ fn placement(gpus: u64, sites: usize, samples: usize, seed: u64) -> anyhow::Resu
         // Every tenth round of the four classes, so each class is checked.
         if (i / Class::ALL.len()).is_multiple_of(10) {
             let s = Instant::now();
-            let reference = world.book.place_brute_force(&ask, &params);
+            let reference = book.place_brute_force(&ask, &params);
             slow.push(s.elapsed());
             slow_per_class.entry(class).or_default().push(s.elapsed());
             let same = match (&placed, &reference) {
@@ -574,15 +571,13 @@ fn placement(gpus: u64, sites: usize, samples: usize, seed: u64) -> anyhow::Resu
         println!("  {count:>6} × {outcome}");
     }
     // Book updates: heartbeats (load) and offers replaced (a new price).
-    let providers: Vec<_> = (0..world.machines as u64)
-        .map(crate::world::machine_id)
-        .collect();
+    let providers: Vec<_> = world.machines.iter().map(|m| m.offer.provider).collect();
     let mut heartbeat = Vec::with_capacity(10_000);
     let mut reprice = Vec::with_capacity(10_000);
     for i in 0..10_000usize {
         let id = providers[rng.below(providers.len() as u64) as usize];
         let s = Instant::now();
-        world.book.set_load(
+        book.set_load(
             &id,
             Load {
                 free_slots: (i % 32) as u32,
@@ -590,7 +585,7 @@ fn placement(gpus: u64, sites: usize, samples: usize, seed: u64) -> anyhow::Resu
             },
         );
         heartbeat.push(s.elapsed());
-        let Some((offer, load)) = world.book.offer(&id).map(|(o, l)| (o.clone(), *l)) else {
+        let Some((offer, load)) = book.offer(&id).map(|(o, l)| (o.clone(), *l)) else {
             continue;
         };
         let new = ganglion_market::Offer {
@@ -598,7 +593,7 @@ fn placement(gpus: u64, sites: usize, samples: usize, seed: u64) -> anyhow::Resu
             ..offer
         };
         let s = Instant::now();
-        world.book.insert(new, load, NOW_MS)?;
+        book.insert(new, load, NOW_MS)?;
         reprice.push(s.elapsed());
     }
     let (heartbeat, reprice) = (stats(&mut heartbeat), stats(&mut reprice));

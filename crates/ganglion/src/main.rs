@@ -8,7 +8,7 @@ mod keys;
 mod market;
 mod nodes;
 mod report;
-mod world;
+mod sim;
 
 use clap::{Parser, Subcommand};
 
@@ -35,6 +35,8 @@ enum Command {
     Keys(keys::Args),
     /// Measure the runtime and the data plane against plain alternatives, with ratios.
     Bench(bench::Args),
+    /// Simulate the planet: providers failing, robots healing, strategies compared.
+    Sim(sim::Args),
 }
 
 fn main() -> anyhow::Result<()> {
@@ -51,5 +53,6 @@ fn main() -> anyhow::Result<()> {
         Command::Robot(args) => nodes::robot(args),
         Command::Keys(args) => keys::run(args),
         Command::Bench(args) => bench::run(args),
+        Command::Sim(args) => sim::run(args),
     }
 }

@@ -205,3 +205,44 @@ fn keys_are_created_once_and_shown() {
     assert!(String::from_utf8_lossy(&bad.stderr).contains("not a Ganglion key file"));
     let _ = std::fs::remove_file(path);
 }
+
+#[test]
+fn sim_prints_a_table_json_and_a_chart() {
+    let svg = temp_path("sim.svg");
+    let small = [
+        "sim", "--robots", "400", "--gpus", "5000", "--hours", "2", "--svg",
+    ];
+    let out = ganglion()
+        .args(small)
+        .arg(&svg)
+        .arg("--json")
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let results: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let rows = results["rows"].as_array().unwrap();
+    assert_eq!(rows.len(), 40, "8 strategies × 5 lines");
+    assert!(rows.iter().any(|r| r["strategy"] == "central cloud"));
+    let chart = std::fs::read_to_string(&svg).unwrap();
+    assert!(chart.starts_with("<svg") && chart.contains("ganglion k=2"));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("placing sessions"), "progress: {stderr}");
+
+    let table = ganglion().args(&small[..7]).output().unwrap();
+    let text = String::from_utf8_lossy(&table.stdout);
+    assert!(
+        text.contains("nearest only") && text.contains("target (k=2"),
+        "{text}"
+    );
+
+    for (flag, value) in [("--uptime", "1.5"), ("--hours", "0"), ("--robots", "0")] {
+        let out = ganglion().args(["sim", flag, value]).output().unwrap();
+        assert!(!out.status.success());
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(err.contains(flag), "{flag}: {err}");
+    }
+}
