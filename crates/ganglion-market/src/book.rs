@@ -6,7 +6,7 @@
 //! centre with hundreds of machines costs one haversine), and merges the locations' price-ordered
 //! lists, so it touches a few dozen entries whatever the size of the book.
 
-use std::collections::BTreeSet;
+use std::collections::BTreeMap;
 
 use rustc_hash::{FxHashMap as HashMap, FxHashSet as HashSet};
 
@@ -35,6 +35,20 @@ fn loc_key(at: &Coordinates) -> LocKey {
     )
 }
 
+fn unit_vector(at: &Coordinates) -> [f64; 3] {
+    let (lat, lon) = (at.lat_deg().to_radians(), at.lon_deg().to_radians());
+    [lat.cos() * lon.cos(), lat.cos() * lon.sin(), lat.sin()]
+}
+
+/// Squared chord (unit sphere) a little longer than the great circle `reach_km`: a location
+/// beyond it is out of reach; one within it gets its exact distance checked.
+fn chord2_bound(reach_km: f64) -> f64 {
+    let half_angle = (reach_km / ganglion_types::geo::EARTH_RADIUS_KM / 2.0)
+        .clamp(0.0, std::f64::consts::FRAC_PI_2);
+    let chord = 2.0 * half_angle.sin() * (1.0 + 1e-9) + 1e-12;
+    chord * chord
+}
+
 fn cell_key(at: &Coordinates) -> CellKey {
     (
         at.lat_deg().floor().clamp(-90.0, 89.0) as i16,
@@ -46,6 +60,9 @@ fn cell_key(at: &Coordinates) -> CellKey {
 #[derive(Debug)]
 pub(crate) struct Location {
     pub(crate) at: Coordinates,
+    /// `at` on the unit sphere: a chord is three multiplications, a great circle is
+    /// trigonometry, so most locations out of reach are dropped without any.
+    xyz: [f64; 3],
     pub(crate) by_model: HashMap<ModelHash, ModelOffers>,
 }
 
@@ -175,7 +192,9 @@ pub struct Book {
     /// Locations serving each model (for "nearest provider with this model" when nothing fits).
     pub(crate) model_locations: HashMap<ModelHash, HashSet<LocKey>>,
     /// Every offer of each model, cheapest first: for deadlines that reach most of the planet.
-    pub(crate) by_price: HashMap<ModelHash, BTreeSet<(MicroTokens, NodeId)>>,
+    /// The location is kept alongside so that the scan measures distances without touching
+    /// the offers themselves.
+    pub(crate) by_price: HashMap<ModelHash, BTreeMap<(MicroTokens, NodeId), LocKey>>,
 }
 
 impl Book {
@@ -218,6 +237,7 @@ impl Book {
             cells.entry(cell_key(&offer.at)).or_default().push(loc);
             Location {
                 at: offer.at,
+                xyz: unit_vector(&offer.at),
                 by_model: HashMap::default(),
             }
         });
@@ -230,7 +250,7 @@ impl Book {
             self.by_price
                 .entry(*model)
                 .or_default()
-                .insert((offer.price, offer.provider));
+                .insert((offer.price, offer.provider), loc);
             self.model_locations.entry(*model).or_default().insert(loc);
         }
         self.offers
@@ -320,9 +340,14 @@ impl Book {
         reach_km: f64,
         mut visit: impl FnMut(&'s Location, LocKey, f64),
     ) {
+        let (c, chord2_max) = (unit_vector(center), chord2_bound(reach_km));
         let mut each_cell = |cell: &CellKey| {
             for loc in self.cells.get(cell).into_iter().flatten() {
                 if let Some(location) = self.locations.get(loc) {
+                    let chord2: f64 = (0..3).map(|i| (location.xyz[i] - c[i]).powi(2)).sum();
+                    if chord2 > chord2_max {
+                        continue;
+                    }
                     let d = center.distance_km(&location.at);
                     if d <= reach_km {
                         visit(location, *loc, d);
@@ -358,11 +383,14 @@ impl Book {
         center: &Coordinates,
         model: &ModelHash,
     ) -> Option<f64> {
+        // The chord grows with the great circle: the nearest by chord is the nearest.
+        let c = unit_vector(center);
+        let chord2 = |l: &Location| -> f64 { (0..3).map(|i| (l.xyz[i] - c[i]).powi(2)).sum() };
         self.model_locations
             .get(model)?
             .iter()
             .filter_map(|loc| self.locations.get(loc))
+            .min_by(|a, b| chord2(a).total_cmp(&chord2(b)))
             .map(|l| center.distance_km(&l.at))
-            .min_by(f64::total_cmp)
     }
 }

@@ -168,76 +168,80 @@ pub const GLOBAL_REACH_KM: f64 = 3_000.0;
 /// Offers the price-ordered scan looks at before it gives up and falls back to locations.
 pub const GLOBAL_SCAN_MAX: usize = 512;
 
+/// Distances the price-ordered scan expects to cache (it grows past this if needed).
+const GLOBAL_LOCATIONS_EXPECTED: usize = 256;
+
 /// Every offer of the model in price order (ties: lower estimated round trip, then id, as in
-/// [`Merge`]), keeping those within reach or measured.
+/// [`Merge`]), keeping those within reach or measured. A price level's offers are ordered by a
+/// heap of keys (location and id only); an offer's entry is read when it is taken.
 struct Global<'b> {
     book: &'b Book,
     ask: SessionAsk<'b>,
     params: PlaceParams,
     reach_km: f64,
-    offers: std::iter::Peekable<std::collections::btree_set::Iter<'b, (MicroTokens, NodeId)>>,
+    offers:
+        std::iter::Peekable<std::collections::btree_map::Iter<'b, (MicroTokens, NodeId), LocKey>>,
     distances: rustc_hash::FxHashMap<LocKey, f64>,
-    group: std::vec::IntoIter<Candidate>,
+    group: BinaryHeap<Reverse<(u64, NodeId, LocKey)>>,
     examined: usize,
     cut: bool,
 }
 
 impl<'b> Global<'b> {
     fn new(book: &'b Book, ask: &SessionAsk<'b>, params: &PlaceParams, reach_km: f64) -> Self {
-        let offers = book.by_price.get(&ask.model).map(|set| set.iter());
+        let offers = book.by_price.get(&ask.model).map(|map| map.iter());
         Self {
             book,
             ask: *ask,
             params: *params,
             reach_km,
             offers: offers.unwrap_or_default().peekable(),
-            distances: rustc_hash::FxHashMap::default(),
-            group: Vec::new().into_iter(),
+            distances: rustc_hash::FxHashMap::with_capacity_and_hasher(
+                GLOBAL_LOCATIONS_EXPECTED,
+                Default::default(),
+            ),
+            group: BinaryHeap::with_capacity(64),
             examined: 0,
             cut: false,
         }
     }
 
-    /// Loads the next price level into `group`, sorted like the merge.
+    /// Loads the next price level into `group`.
     fn next_group(&mut self) -> bool {
-        let Some(&&(price, _)) = self.offers.peek() else {
+        let Some(&(&(price, _), _)) = self.offers.peek() else {
             return false;
         };
-        let mut group = Vec::new();
-        while let Some(&&(p, provider)) = self.offers.peek() {
+        let mut keys = Vec::with_capacity(64);
+        while let Some(&(&(p, provider), &loc)) = self.offers.peek() {
             if p != price {
                 break;
             }
             self.offers.next();
             self.examined += 1;
-            let Some(stored) = self.book.offers.get(&provider) else {
+            let Some(distance) = self.distance(loc) else {
                 continue;
             };
-            let Some(location) = self.book.locations.get(&stored.loc) else {
-                continue;
-            };
-            let robot = self.ask.robot;
-            let distance = *self
-                .distances
-                .entry(stored.loc)
-                .or_insert_with(|| robot.distance_km(&location.at));
             let measured = self
                 .ask
                 .measured_rtt_us
                 .is_some_and(|m| m.contains_key(&provider));
             if distance <= self.reach_km || measured {
-                let entry = Entry::of(&stored.offer, &stored.load);
-                group.push(Candidate {
-                    entry,
-                    distance_km: distance,
-                    loc: stored.loc,
-                });
+                let rtt = self.params.rtt_us(distance) as u64;
+                keys.push(Reverse((rtt, provider, loc)));
             }
         }
-        let params = self.params;
-        group.sort_by_key(|c| (params.rtt_us(c.distance_km) as u64, c.entry.provider));
-        self.group = group.into_iter();
+        self.group = BinaryHeap::from(keys);
         true
+    }
+
+    fn distance(&mut self, loc: LocKey) -> Option<f64> {
+        if let Some(d) = self.distances.get(&loc) {
+            return Some(*d);
+        }
+        let location = self.book.locations.get(&loc)?;
+        let d = self.ask.robot.distance_km(&location.at);
+        self.distances.insert(loc, d);
+        Some(d)
     }
 }
 
@@ -246,8 +250,15 @@ impl Iterator for Global<'_> {
 
     fn next(&mut self) -> Option<Self::Item> {
         loop {
-            if let Some(item) = self.group.next() {
-                return Some(item);
+            while let Some(Reverse((_, provider, loc))) = self.group.pop() {
+                let Some(stored) = self.book.offers.get(&provider) else {
+                    continue;
+                };
+                return Some(Candidate {
+                    entry: Entry::of(&stored.offer, &stored.load),
+                    distance_km: self.distances.get(&loc).copied().unwrap_or(f64::INFINITY),
+                    loc,
+                });
             }
             if self.examined >= GLOBAL_SCAN_MAX {
                 self.cut = true;
