@@ -9,10 +9,13 @@
 //!   models (BlazeFace face boxes, hand landmarks).
 //! - [`zoo`]: the models and images bundled with Ganglion, with their credit.
 
+pub mod backend;
+mod batch;
 pub mod model;
 pub mod runtime;
 pub mod vision;
 pub mod zoo;
 
-pub use model::{LoadError, Model, RunError};
-pub use runtime::{Runtime, RuntimeConfig};
+pub use backend::{Backend, Device};
+pub use model::{LoadError, LoadOptions, Model, ModelState, RunError};
+pub use runtime::{BatchStats, Runtime, RuntimeConfig};

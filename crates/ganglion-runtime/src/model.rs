@@ -1,4 +1,5 @@
-//! One loaded model: parsed and optimised once, then run many times with checked inputs.
+//! One loaded model: parsed and planned once, on the CPU or a GPU, then run many times with
+//! checked inputs, one request at a time or several stacked into one batch.
 
 use std::io::Cursor;
 use std::sync::Arc;
@@ -6,10 +7,11 @@ use std::sync::Arc;
 use ganglion_types::limits::{ALIAS_BYTES_MAX, TENSORS_MAX};
 use ganglion_types::proto::TensorSpec;
 use ganglion_types::{DType, ModelHash, Tensor};
-use tract_onnx::prelude::{
-    DatumType, Framework, InferenceModelExt, IntoRunnable, TValue, TypedFact, TypedModel,
-    TypedRunnableModel, TypedSimpleState,
-};
+use tract_onnx::prelude::{DatumType, Framework, InferenceModelExt, TValue, TypedFact, TypedModel};
+use tract_onnx::tract_core::runtime::{Runnable, State};
+
+use crate::backend::{self, Backend, Device};
+use crate::batch::Batching;
 
 /// Largest model file a provider loads (the bundled ones are 0.4 and 4.1 MB; MiniLM is 23 MB).
 pub const MODEL_BYTES_MAX: usize = 512 * 1024 * 1024;
@@ -26,6 +28,25 @@ pub enum LoadError {
     Tract(String),
     #[error("model input or output {index} has unsupported type {dtype}: Ganglion carries f32, i64 and u8")]
     InputType { index: usize, dtype: String },
+    #[error("{0}")]
+    Device(String),
+}
+
+/// How a model is loaded.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct LoadOptions {
+    pub device: Device,
+    /// Largest batch to plan for (1: no batching). Batches are planned in powers of two.
+    pub batch_max: usize,
+}
+
+impl Default for LoadOptions {
+    fn default() -> Self {
+        Self {
+            device: Device::Auto,
+            batch_max: 1,
+        }
+    }
 }
 
 /// Why a model did not run.
@@ -48,7 +69,26 @@ pub struct Model {
     alias: String,
     inputs: Vec<TensorSpec>,
     outputs: Vec<TensorSpec>,
-    plan: Arc<TypedRunnableModel>,
+    backend: Backend,
+    plan: Arc<dyn Runnable>,
+    batching: Option<Batching>,
+}
+
+/// A reusable execution state of one model (one per worker thread).
+pub struct ModelState {
+    pub(crate) single: Box<dyn State>,
+    pub(crate) batched: Vec<(usize, Box<dyn State>)>,
+}
+
+impl std::fmt::Debug for ModelState {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ModelState")
+            .field(
+                "batch_sizes",
+                &self.batched.iter().map(|b| b.0).collect::<Vec<_>>(),
+            )
+            .finish()
+    }
 }
 
 impl std::fmt::Debug for Model {
@@ -57,6 +97,8 @@ impl std::fmt::Debug for Model {
             .field("alias", &self.alias)
             .field("hash", &self.hash)
             .field("inputs", &self.inputs)
+            .field("backend", &self.backend)
+            .field("batch_max", &self.batch_max())
             .finish()
     }
 }
@@ -70,7 +112,7 @@ fn dtype_of(datum: DatumType) -> Option<DType> {
     }
 }
 
-fn datum_of(dtype: DType) -> DatumType {
+pub(crate) fn datum_of(dtype: DType) -> DatumType {
     match dtype {
         DType::F32 => DatumType::F32,
         DType::I64 => DatumType::I64,
@@ -104,8 +146,16 @@ fn valid_alias(alias: &str) -> bool {
 }
 
 impl Model {
-    /// Parses, optimises and plans an ONNX model. Slow (tens to hundreds of ms): done once.
+    /// Parses, optimises and plans an ONNX model with the default options (a GPU if this
+    /// binary has the CUDA backend and one is found, else the CPU; no batching). Slow (tens to
+    /// hundreds of ms): done once.
     pub fn load(alias: &str, bytes: &[u8]) -> Result<Self, LoadError> {
+        Self::load_with(alias, bytes, &LoadOptions::default())
+    }
+
+    /// Parses and plans an ONNX model on `options.device`, with batch plans up to
+    /// `options.batch_max` when the model stacks along its first axis (checked by running it).
+    pub fn load_with(alias: &str, bytes: &[u8], options: &LoadOptions) -> Result<Self, LoadError> {
         if bytes.len() > MODEL_BYTES_MAX {
             return Err(LoadError::TooLarge(bytes.len()));
         }
@@ -116,7 +166,9 @@ impl Model {
         let typed: TypedModel = tract_onnx::onnx()
             .model_for_read(&mut Cursor::new(bytes))
             .map_err(tract_err)?
-            .into_optimized()
+            .into_typed()
+            .map_err(tract_err)?
+            .into_decluttered()
             .map_err(tract_err)?;
         let inputs = typed
             .input_outlets()
@@ -138,14 +190,30 @@ impl Model {
                 spec_of(i, &typed.node(outlet.node).name, fact)
             })
             .collect::<Result<Vec<_>, _>>()?;
-        let plan = typed.into_runnable().map_err(tract_err)?;
-        Ok(Self {
+        let (backend, plan) = backend::prepare(typed, options.device)?;
+        let mut model = Self {
             hash: ModelHash::of(bytes),
             alias: alias.to_owned(),
             inputs,
             outputs,
+            backend,
             plan,
-        })
+            batching: None,
+        };
+        if options.batch_max > 1 {
+            model.batching = Batching::plan(&model, bytes, options.batch_max);
+        }
+        Ok(model)
+    }
+
+    /// Where the model runs.
+    pub fn backend(&self) -> Backend {
+        self.backend
+    }
+
+    /// Most requests one run may carry (1 when the model is not batched).
+    pub fn batch_max(&self) -> usize {
+        self.batching.as_ref().map_or(1, Batching::max)
     }
 
     pub fn hash(&self) -> ModelHash {
@@ -166,16 +234,26 @@ impl Model {
         &self.outputs
     }
 
-    /// The tract plan, for benchmarks that compare against calling tract directly.
-    pub fn plan(&self) -> &Arc<TypedRunnableModel> {
+    /// The tract plan for single requests.
+    pub fn plan(&self) -> &Arc<dyn Runnable> {
         &self.plan
     }
 
     /// A reusable execution state (one per worker thread).
-    pub fn state(&self) -> Result<TypedSimpleState, RunError> {
-        self.plan
-            .spawn()
-            .map_err(|e| RunError::Tract(format!("{e:#}")))
+    pub fn state(&self) -> Result<ModelState, RunError> {
+        let spawn =
+            |plan: &Arc<dyn Runnable>| plan.spawn().map_err(|e| RunError::Tract(format!("{e:#}")));
+        let batched = match &self.batching {
+            Some(b) => b
+                .plans()
+                .map(|(size, plan)| Ok((size, spawn(plan)?)))
+                .collect::<Result<_, RunError>>()?,
+            None => Vec::new(),
+        };
+        Ok(ModelState {
+            single: spawn(&self.plan)?,
+            batched,
+        })
     }
 
     /// Checks `inputs` against the model's specs: count, type, shape and byte length.
@@ -193,17 +271,46 @@ impl Model {
     }
 
     /// Checks and runs `inputs` on `state` (from [`Model::state`]).
-    pub fn run(
-        &self,
-        state: &mut TypedSimpleState,
-        inputs: &[Tensor],
-    ) -> Result<Vec<Tensor>, RunError> {
+    pub fn run(&self, state: &mut ModelState, inputs: &[Tensor]) -> Result<Vec<Tensor>, RunError> {
         self.check(inputs)?;
-        let values = inputs.iter().map(to_tract).collect::<Result<_, _>>()?;
-        let outputs = state
-            .run(values)
-            .map_err(|e| RunError::Tract(format!("{e:#}")))?;
-        outputs.iter().map(from_tract).collect()
+        run_plain(state.single.as_mut(), inputs)
+    }
+
+    /// Checks and runs several requests as one batch (as many runs as needed when there are
+    /// more than [`Model::batch_max`], or one by one when the model is not batched). Each
+    /// request gets its own result: one bad input fails only its own request.
+    pub fn run_batch(
+        &self,
+        state: &mut ModelState,
+        requests: &[&[Tensor]],
+    ) -> Vec<Result<Vec<Tensor>, RunError>> {
+        let mut results: Vec<Option<Result<Vec<Tensor>, RunError>>> = requests
+            .iter()
+            .map(|r| self.check(r).err().map(Err))
+            .collect();
+        let good: Vec<usize> = (0..requests.len())
+            .filter(|i| results[*i].is_none())
+            .collect();
+        match &self.batching {
+            Some(batching) if good.len() > 1 => {
+                for chunk in good.chunks(batching.max()) {
+                    let inputs: Vec<&[Tensor]> = chunk.iter().map(|i| requests[*i]).collect();
+                    let out = batching.run(state, &inputs);
+                    for (i, r) in chunk.iter().zip(out) {
+                        results[*i] = Some(r);
+                    }
+                }
+            }
+            _ => {
+                for i in good {
+                    results[i] = Some(run_plain(state.single.as_mut(), requests[i]));
+                }
+            }
+        }
+        results
+            .into_iter()
+            .map(|r| r.unwrap_or_else(|| Err(RunError::Tract("request was not run".into()))))
+            .collect()
     }
 
     /// Checks and runs `inputs` with a fresh state (simple; workers reuse theirs instead).
@@ -211,6 +318,15 @@ impl Model {
         let mut state = self.state()?;
         self.run(&mut state, inputs)
     }
+}
+
+/// Runs already checked inputs on a state.
+pub(crate) fn run_plain(state: &mut dyn State, inputs: &[Tensor]) -> Result<Vec<Tensor>, RunError> {
+    let values = inputs.iter().map(to_tract).collect::<Result<_, _>>()?;
+    let outputs = state
+        .run(values)
+        .map_err(|e| RunError::Tract(format!("{e:#}")))?;
+    outputs.iter().map(from_tract).collect()
 }
 
 fn to_tract(tensor: &Tensor) -> Result<TValue, RunError> {

@@ -11,13 +11,11 @@ use std::sync::mpsc::{self, TrySendError};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use crate::model::{Model, ModelState, RunError};
 use ganglion_types::limits::ERROR_TEXT_BYTES_MAX;
 use ganglion_types::proto::{truncate_text, ServeError};
 use ganglion_types::{ModelHash, Tensor};
 use tokio::sync::oneshot;
-use tract_onnx::prelude::TypedSimpleState;
-
-use crate::model::{Model, RunError};
 
 /// Default worker threads: one, since tract runs one inference per thread and the machines this
 /// runs on in the devnet have few cores.
@@ -33,11 +31,23 @@ pub const QUEUE_MAX: usize = 4096;
 /// Weight of a new sample in the service-time moving average, in 1/1024.
 const EWMA_WEIGHT: u64 = 128;
 
+/// Default time a worker waits for more requests of a batched model before running what it
+/// has: short next to any perception deadline, long enough for a burst of robots' frames.
+pub const BATCH_WINDOW_DEFAULT: Duration = Duration::from_millis(2);
+
+/// Longest batch window a provider may configure (soft-deadline work such as language models
+/// may gather for long; deadlines still close every window early).
+pub const BATCH_WINDOW_MAX: Duration = Duration::from_secs(1);
+
 /// How the runtime's pool is sized.
 #[derive(Debug, Clone, Copy)]
 pub struct RuntimeConfig {
     pub workers: usize,
     pub queue: usize,
+    /// How long a worker waits to fill a batch (models loaded with a batch maximum above 1);
+    /// never past the point where the tightest deadline among the waiting requests would be
+    /// missed.
+    pub batch_window: Duration,
 }
 
 impl Default for RuntimeConfig {
@@ -45,6 +55,7 @@ impl Default for RuntimeConfig {
         Self {
             workers: WORKERS_DEFAULT,
             queue: QUEUE_DEFAULT,
+            batch_window: BATCH_WINDOW_DEFAULT,
         }
     }
 }
@@ -61,6 +72,18 @@ struct Job {
 struct ModelStats {
     service_ewma_us: AtomicU64,
     runs: AtomicU64,
+    /// Runs that carried more than one request, and the requests they carried.
+    batches: AtomicU64,
+    batched: AtomicU64,
+}
+
+/// How a batched model's requests were run.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct BatchStats {
+    /// Runs that carried more than one request.
+    pub batches: u64,
+    /// Requests those runs carried.
+    pub requests: u64,
 }
 
 /// A provider's models and its pool of workers.
@@ -104,6 +127,7 @@ impl Runtime {
         let config = RuntimeConfig {
             workers: config.workers.max(1),
             queue: config.queue.clamp(1, QUEUE_MAX),
+            batch_window: config.batch_window.min(BATCH_WINDOW_MAX),
         };
         let (tx, rx) = mpsc::sync_channel(config.queue);
         let rx = Arc::new(Mutex::new(rx));
@@ -119,7 +143,7 @@ impl Runtime {
             let warm: Vec<_> = models.values().cloned().collect();
             let spawned = std::thread::Builder::new()
                 .name(format!("ganglion-worker-{i}"))
-                .spawn(move || worker(&rx, &queued, &warm, ready));
+                .spawn(move || worker(&rx, &queued, &warm, ready, config.batch_window));
             match spawned {
                 Ok(_) => started += 1,
                 Err(e) => tracing::error!(error = %e, "could not start a runtime worker"),
@@ -151,6 +175,15 @@ impl Runtime {
     /// Requests waiting or running.
     pub fn queued(&self) -> usize {
         self.queued.load(Ordering::Relaxed)
+    }
+
+    /// Batches run for `hash` so far.
+    pub fn batch_stats(&self, hash: &ModelHash) -> Option<BatchStats> {
+        let (_, stats) = self.models.get(hash)?;
+        Some(BatchStats {
+            batches: stats.batches.load(Ordering::Relaxed),
+            requests: stats.batched.load(Ordering::Relaxed),
+        })
     }
 
     /// Moving average of the time one inference of `hash` takes, once it has run.
@@ -251,50 +284,141 @@ fn worker(
     queued: &AtomicUsize,
     warm: &[(Arc<Model>, Arc<ModelStats>)],
     ready: mpsc::Sender<()>,
+    batch_window: Duration,
 ) {
-    let mut states: HashMap<ModelHash, TypedSimpleState> = HashMap::new();
+    let mut states: HashMap<ModelHash, ModelState> = HashMap::new();
     for (model, stats) in warm {
-        let (reply, _) = oneshot::channel();
-        let job = Job {
-            model: Arc::clone(model),
-            inputs: zero_inputs(model),
-            deadline: now() + Duration::from_secs(60),
-            reply,
-        };
-        if let Err(e) = run_job(&job, stats, &mut states) {
-            tracing::warn!(model = model.alias(), error = %e, "warm-up run failed");
+        // Every plan once: the single one, then each batch size.
+        let zeros = zero_inputs(model);
+        let mut size = 1;
+        while size <= model.batch_max() {
+            let jobs: Vec<Job> = (0..size)
+                .map(|_| Job {
+                    model: Arc::clone(model),
+                    inputs: zeros.clone(),
+                    deadline: now() + Duration::from_secs(60),
+                    reply: oneshot::channel().0,
+                })
+                .collect();
+            for result in run_jobs(&jobs, stats, &mut states, size == 1) {
+                if let Err(e) = result {
+                    tracing::warn!(model = model.alias(), size, error = %e, "warm-up run failed");
+                }
+            }
+            size *= 2;
         }
     }
     let _ = ready.send(());
     drop(ready);
+    let mut held = None;
     loop {
-        let next = match rx.lock() {
-            Ok(guard) => guard.recv(),
-            Err(_) => return,
+        let first = match held.take() {
+            Some(job) => job,
+            None => match rx.lock() {
+                Ok(guard) => match guard.recv() {
+                    Ok(job) => job,
+                    Err(_) => return,
+                },
+                Err(_) => return,
+            },
         };
-        let Ok((job, stats)) = next else { return };
-        let result = run_job(&job, &stats, &mut states);
-        queued.fetch_sub(1, Ordering::Relaxed);
-        let _ = job.reply.send(result);
+        let (jobs, stats, next) = gather(rx, first, batch_window);
+        held = next;
+        let results = run_jobs(&jobs, &stats, &mut states, true);
+        queued.fetch_sub(jobs.len(), Ordering::Relaxed);
+        for (job, result) in jobs.into_iter().zip(results) {
+            let _ = job.reply.send(result);
+        }
     }
 }
 
-fn run_job(
-    job: &Job,
-    stats: &ModelStats,
-    states: &mut HashMap<ModelHash, TypedSimpleState>,
-) -> Result<Vec<Tensor>, ServeError> {
-    let start = now();
-    if start >= job.deadline {
-        return Err(ServeError::DeadlineExceeded);
+/// The requests to run with `first`: for a batched model, those of the same model already
+/// queued or arriving within `window`, but never waiting past the moment the tightest deadline
+/// among them needs the run to start. A request for another model that turns up is handed
+/// back, to run next.
+#[allow(clippy::type_complexity)]
+fn gather(
+    rx: &Queue,
+    first: (Job, Arc<ModelStats>),
+    window: Duration,
+) -> (Vec<Job>, Arc<ModelStats>, Option<(Job, Arc<ModelStats>)>) {
+    let (job, stats) = first;
+    let max = job.model.batch_max();
+    if max <= 1 {
+        return (vec![job], stats, None);
     }
-    let state = match states.entry(job.model.hash()) {
-        std::collections::hash_map::Entry::Occupied(e) => e.into_mut(),
-        std::collections::hash_map::Entry::Vacant(e) => e.insert(job.model.state()?),
+    let per_run = Duration::from_micros(stats.service_ewma_us.load(Ordering::Relaxed));
+    let latest_start = |deadline: Instant| deadline.checked_sub(per_run).unwrap_or(deadline);
+    let mut until = (now() + window).min(latest_start(job.deadline));
+    let mut jobs = vec![job];
+    let Ok(guard) = rx.lock() else {
+        return (jobs, stats, None);
     };
-    let outputs = job.model.run(state, &job.inputs)?;
-    let took_us = u64::try_from(start.elapsed().as_micros()).unwrap_or(u64::MAX);
+    while jobs.len() < max {
+        let left = until.saturating_duration_since(now());
+        let next = if left.is_zero() {
+            guard.try_recv().ok()
+        } else {
+            guard.recv_timeout(left).ok()
+        };
+        let Some((job, job_stats)) = next else {
+            break;
+        };
+        if !Arc::ptr_eq(&job.model, &jobs[0].model) {
+            return (jobs, stats, Some((job, job_stats)));
+        }
+        until = until.min(latest_start(job.deadline));
+        jobs.push(job);
+    }
+    (jobs, stats, None)
+}
+
+/// Runs `jobs` (all for one model) as one batch, or the single one alone; each gets its result.
+fn run_jobs(
+    jobs: &[Job],
+    stats: &ModelStats,
+    states: &mut HashMap<ModelHash, ModelState>,
+    count: bool,
+) -> Vec<Result<Vec<Tensor>, ServeError>> {
+    let Some(model) = jobs.first().map(|j| Arc::clone(&j.model)) else {
+        return Vec::new();
+    };
+    let start = now();
+    let state = match states.entry(model.hash()) {
+        std::collections::hash_map::Entry::Occupied(e) => e.into_mut(),
+        std::collections::hash_map::Entry::Vacant(e) => match model.state() {
+            Ok(state) => e.insert(state),
+            Err(err) => return jobs.iter().map(|_| Err(err.clone().into())).collect(),
+        },
+    };
+    let live: Vec<usize> = (0..jobs.len())
+        .filter(|i| start < jobs[*i].deadline)
+        .collect();
+    let inputs: Vec<&[Tensor]> = live.iter().map(|i| jobs[*i].inputs.as_slice()).collect();
+    let mut ran = model.run_batch(state, &inputs).into_iter();
+    let results = (0..jobs.len())
+        .map(|i| match live.contains(&i) {
+            true => ran
+                .next()
+                .unwrap_or_else(|| Err(RunError::Tract("missing result".into())))
+                .map_err(ServeError::from),
+            false => Err(ServeError::DeadlineExceeded),
+        })
+        .collect();
+    if count && !live.is_empty() {
+        record(stats, start.elapsed(), live.len());
+    }
+    results
+}
+
+/// Folds one run (of `requests` requests) into the model's figures.
+fn record(stats: &ModelStats, took: Duration, requests: usize) {
+    let took_us = u64::try_from(took.as_micros()).unwrap_or(u64::MAX);
     let runs = stats.runs.fetch_add(1, Ordering::Relaxed);
+    if requests > 1 {
+        stats.batches.fetch_add(1, Ordering::Relaxed);
+        stats.batched.fetch_add(requests as u64, Ordering::Relaxed);
+    }
     let old = stats.service_ewma_us.load(Ordering::Relaxed);
     let new = if runs == 0 {
         took_us
@@ -302,5 +426,4 @@ fn run_job(
         (old * (1024 - EWMA_WEIGHT) + took_us * EWMA_WEIGHT) / 1024
     };
     stats.service_ewma_us.store(new, Ordering::Relaxed);
-    Ok(outputs)
 }

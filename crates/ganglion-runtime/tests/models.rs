@@ -108,6 +108,7 @@ async fn a_full_queue_answers_busy_at_once() {
         RuntimeConfig {
             workers: 1,
             queue: 2,
+            ..RuntimeConfig::default()
         },
     );
     let hash = runtime.models().next().unwrap().hash();
@@ -144,6 +145,7 @@ async fn a_request_that_cannot_meet_its_deadline_is_refused_not_queued() {
         RuntimeConfig {
             workers: 1,
             queue: 64,
+            ..RuntimeConfig::default()
         },
     );
     let hash = runtime.models().next().unwrap().hash();
@@ -176,4 +178,128 @@ async fn a_request_that_cannot_meet_its_deadline_is_refused_not_queued() {
     for rx in queued {
         rx.await.unwrap().unwrap();
     }
+}
+
+/// Four robots' frames that reach the provider together run as one batch, and each robot gets
+/// the answer its own frame would have got alone.
+#[tokio::test]
+async fn requests_arriving_together_run_as_one_batch_with_the_same_answers() {
+    use ganglion_runtime::LoadOptions;
+    let options = LoadOptions {
+        batch_max: 4,
+        ..LoadOptions::default()
+    };
+    let batched = Model::load_with("hand-landmark", zoo::HAND_LANDMARK_ONNX, &options).unwrap();
+    assert_eq!(
+        batched.batch_max(),
+        4,
+        "the hand model stacks along its first axis"
+    );
+    let alone = Model::load("hand-landmark", zoo::HAND_LANDMARK_ONNX).unwrap();
+    let frames: Vec<_> = [zoo::ASTRONAUT_PNG, zoo::CAMERA_PNG]
+        .iter()
+        .map(|png| vision::hand_input(&vision::decode_image(png).unwrap()).unwrap())
+        .collect();
+    let mut state = alone.state().unwrap();
+    let expected: Vec<_> = frames
+        .iter()
+        .map(|f| alone.run(&mut state, std::slice::from_ref(f)).unwrap())
+        .collect();
+    assert_ne!(expected[0], expected[1], "two different frames");
+
+    let runtime = Runtime::new(
+        vec![batched],
+        RuntimeConfig {
+            workers: 1,
+            queue: 16,
+            batch_window: Duration::from_millis(50),
+        },
+    );
+    let hash = runtime.models().next().unwrap().hash();
+    let far = Instant::now() + Duration::from_secs(30);
+    let pending: Vec<_> = (0..4)
+        .map(|i| {
+            let frame = frames[i % 2].clone();
+            runtime
+                .submit(&hash, vec![frame], far, Instant::now())
+                .unwrap()
+        })
+        .collect();
+    for (i, rx) in pending.into_iter().enumerate() {
+        let outputs = rx.await.unwrap().unwrap();
+        let want = &expected[i % 2];
+        assert_eq!(outputs.len(), want.len());
+        for (got, want) in outputs.iter().zip(want) {
+            assert_eq!(got.shape, want.shape, "request {i}");
+            let (g, w) = (got.to_f32().unwrap(), want.to_f32().unwrap());
+            let worst = g
+                .iter()
+                .zip(&w)
+                .map(|(a, b)| (a - b).abs() / (1.0 + b.abs()))
+                .fold(0.0, f32::max);
+            assert!(worst < 1e-3, "request {i}: differs by {worst}");
+        }
+    }
+    let stats = runtime.batch_stats(&hash).unwrap();
+    assert!(stats.batches >= 1, "{stats:?}");
+    assert!(
+        stats.requests >= 3,
+        "at least three requests shared a run: {stats:?}"
+    );
+}
+
+/// BlazeFace flattens its batch into the anchor axis of each of its two branches before
+/// concatenating them, so a batch does not split back into per-image answers: the load-time
+/// check finds that and the model runs unbatched, with correct answers.
+#[test]
+fn a_model_whose_batch_does_not_split_runs_unbatched() {
+    use ganglion_runtime::LoadOptions;
+    let options = LoadOptions {
+        batch_max: 4,
+        ..LoadOptions::default()
+    };
+    let model = Model::load_with("blazeface", zoo::BLAZEFACE_ONNX, &options).unwrap();
+    assert_eq!(model.batch_max(), 1);
+    let frame =
+        vision::blazeface_input(&vision::decode_image(zoo::ASTRONAUT_PNG).unwrap()).unwrap();
+    let mut state = model.state().unwrap();
+    let frames = [std::slice::from_ref(&frame), std::slice::from_ref(&frame)];
+    for outputs in model.run_batch(&mut state, &frames) {
+        assert!(max_face_score(&outputs.unwrap()).unwrap() > 0.9);
+    }
+}
+
+/// A batch never waits past a request's deadline: with a 1 s window and a deadline a few
+/// service times away, the window closes early and the lone request is answered in time.
+#[tokio::test]
+async fn the_batch_window_gives_way_to_the_tightest_deadline() {
+    use ganglion_runtime::LoadOptions;
+    let options = LoadOptions {
+        batch_max: 4,
+        ..LoadOptions::default()
+    };
+    let batched = Model::load_with("hand-landmark", zoo::HAND_LANDMARK_ONNX, &options).unwrap();
+    assert_eq!(batched.batch_max(), 4);
+    let runtime = Runtime::new(
+        vec![batched],
+        RuntimeConfig {
+            workers: 1,
+            queue: 16,
+            batch_window: Duration::from_secs(1),
+        },
+    );
+    let hash = runtime.models().next().unwrap().hash();
+    let frame = vision::hand_input(&vision::decode_image(zoo::ASTRONAUT_PNG).unwrap()).unwrap();
+    let per_run = runtime
+        .service_time(&hash)
+        .expect("measured while warming up");
+    let asked = Instant::now();
+    let deadline = asked + per_run * 3 + Duration::from_millis(50);
+    let outputs = runtime.infer(&hash, vec![frame], deadline).await;
+    assert!(outputs.is_ok(), "{outputs:?}");
+    assert!(
+        asked.elapsed() < Duration::from_millis(900),
+        "answered after {:?}: the 1 s window did not give way to the deadline",
+        asked.elapsed()
+    );
 }

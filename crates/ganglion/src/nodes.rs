@@ -13,7 +13,7 @@ use ganglion_net::{Endpoint, TransportConfig};
 use ganglion_node::{Provider, RuntimeService};
 use ganglion_runtime::vision::{self, Rgb};
 use ganglion_runtime::zoo::{self, Bundled};
-use ganglion_runtime::{Model, Runtime, RuntimeConfig};
+use ganglion_runtime::{LoadOptions, Model, Runtime, RuntimeConfig};
 use ganglion_types::{ModelHash, NodeKey, Tensor};
 use tokio::task::JoinSet;
 
@@ -49,12 +49,31 @@ pub struct ProviderArgs {
     /// Requests that may wait for a worker before the provider answers "busy".
     #[arg(long, default_value_t = ganglion_runtime::runtime::QUEUE_DEFAULT)]
     queue: usize,
+    /// Where models run: auto (a GPU when this binary has the CUDA backend and one is usable,
+    /// else the CPU), cpu, or cuda (fail if no GPU).
+    #[arg(long, default_value = "auto")]
+    device: ganglion_runtime::Device,
+    /// Most requests one inference may carry (requests from different sessions that arrive
+    /// together). 0: 8 on a GPU, 1 (no batching) on the CPU, where batches do not pay.
+    #[arg(long, default_value_t = 0)]
+    batch_max: usize,
+    /// How long a worker waits to fill a batch, milliseconds (never past a request's deadline).
+    #[arg(long, default_value_t = 2)]
+    batch_window_ms: u64,
 }
+
+/// Batch maximum on a GPU when the provider does not set one.
+const GPU_BATCH_DEFAULT: usize = 8;
 
 /// Loads a model named on the command line: a bundled alias, or `alias=path`.
 pub fn load_model(spec: &str) -> anyhow::Result<Model> {
+    load_model_with(spec, &LoadOptions::default())
+}
+
+/// [`load_model`] with a device and a batch maximum.
+pub fn load_model_with(spec: &str, options: &LoadOptions) -> anyhow::Result<Model> {
     if let Some(bundled) = Bundled::by_alias(spec) {
-        return Ok(Model::load(bundled.alias(), bundled.bytes())?);
+        return Ok(Model::load_with(bundled.alias(), bundled.bytes(), options)?);
     }
     let Some((alias, path)) = spec.split_once('=') else {
         bail!("unknown model {spec:?}: use a bundled alias (blazeface, hand-landmark) or alias=path/to/model.onnx");
@@ -69,15 +88,39 @@ pub fn load_model(spec: &str) -> anyhow::Result<Model> {
         );
     }
     let bytes = std::fs::read(path).with_context(|| format!("cannot read model {path}"))?;
-    Model::load(alias, &bytes).with_context(|| format!("cannot load model {path}"))
+    Model::load_with(alias, &bytes, options).with_context(|| format!("cannot load model {path}"))
 }
 
 pub fn provider(args: ProviderArgs) -> anyhow::Result<()> {
     let key = Arc::new(keys::load_or_generate(args.key.as_deref())?);
+    let batch_window = Duration::from_millis(args.batch_window_ms);
+    anyhow::ensure!(
+        batch_window <= ganglion_runtime::runtime::BATCH_WINDOW_MAX,
+        "--batch-window-ms must be at most {} ms",
+        ganglion_runtime::runtime::BATCH_WINDOW_MAX.as_millis()
+    );
+    let gpu = match (args.device, ganglion_runtime::backend::gpu_unavailable()) {
+        (ganglion_runtime::Device::Cpu, _) => false,
+        (_, None) => true,
+        (ganglion_runtime::Device::Cuda, Some(why)) => bail!("--device cuda: no usable GPU: {why}"),
+        (ganglion_runtime::Device::Auto, Some(why)) => {
+            println!("no usable GPU ({why}): serving on the CPU");
+            false
+        }
+    };
+    let batch_max = match args.batch_max {
+        0 if gpu => GPU_BATCH_DEFAULT,
+        0 => 1,
+        n => n,
+    };
+    let options = LoadOptions {
+        device: args.device,
+        batch_max,
+    };
     let models = args
         .models
         .iter()
-        .map(|m| load_model(m))
+        .map(|m| load_model_with(m, &options))
         .collect::<anyhow::Result<Vec<_>>>()?;
     let tokio = tokio::runtime::Runtime::new()?;
     tokio.block_on(async move {
@@ -86,10 +129,17 @@ pub fn provider(args: ProviderArgs) -> anyhow::Result<()> {
             RuntimeConfig {
                 workers: args.workers,
                 queue: args.queue,
+                batch_window,
             },
         );
         for model in runtime.models() {
-            println!("serving {} ({})", model.alias(), model.hash());
+            println!(
+                "serving {} ({}) on the {}, up to {} requests per run",
+                model.alias(),
+                model.hash(),
+                model.backend(),
+                model.batch_max()
+            );
         }
         let provider = Provider::bind(
             Arc::clone(&key),
