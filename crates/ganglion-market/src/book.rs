@@ -75,6 +75,7 @@ pub(crate) struct Entry {
     pub(crate) service_p95_us: u32,
     pub(crate) free_slots: u32,
     pub(crate) domains: crate::offer::Domains,
+    pub(crate) accelerator: ganglion_types::AcceleratorClass,
 }
 
 impl Entry {
@@ -85,6 +86,7 @@ impl Entry {
             service_p95_us: load.service_p95_us,
             free_slots: load.free_slots,
             domains: offer.domains,
+            accelerator: offer.accelerator,
         }
     }
 

@@ -1,6 +1,6 @@
 //! Offers and load, as the market sees them.
 
-use ganglion_types::{Coordinates, MicroTokens, ModelHash, NodeId, UnixMs};
+use ganglion_types::{AcceleratorClass, Coordinates, MicroTokens, ModelHash, NodeId, UnixMs};
 
 /// The failure domains an offer belongs to. Two providers of one session must not share an
 /// operator or a machine, and should not share a site.
@@ -26,6 +26,8 @@ pub struct Offer {
     pub slots: u32,
     /// Accelerators (GPUs) behind the offer; 0 for CPU-only.
     pub gpus: u32,
+    /// The best accelerator class behind the offer (what a session may require).
+    pub accelerator: AcceleratorClass,
     pub expires_at_ms: UnixMs,
 }
 

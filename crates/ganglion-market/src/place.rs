@@ -17,7 +17,7 @@ use std::cmp::Reverse;
 use std::collections::{BinaryHeap, HashMap};
 
 use ganglion_types::geo::FIBER_ONE_WAY_US_PER_KM;
-use ganglion_types::{Coordinates, MicroTokens, ModelHash, NodeId};
+use ganglion_types::{AcceleratorClass, Coordinates, MicroTokens, ModelHash, NodeId};
 
 use crate::book::{Book, Entry, LocKey};
 use crate::offer::Domains;
@@ -77,6 +77,8 @@ pub struct SessionAsk<'a> {
     pub measured_rtt_us: Option<&'a HashMap<NodeId, u32>>,
     /// Providers not to use (already in the session, or down).
     pub exclude: &'a [NodeId],
+    /// The least accelerator class a provider must have (`Cpu`: any).
+    pub accelerator: AcceleratorClass,
 }
 
 /// One chosen provider.
@@ -114,6 +116,11 @@ pub enum PlaceError {
         nearest_km: f64,
         min_rtt_ms: f64,
         deadline_ms: f64,
+    },
+    #[error("{within_reach} providers are within reach and fast enough but none has a {wanted} accelerator")]
+    NoAccelerator {
+        within_reach: usize,
+        wanted: AcceleratorClass,
     },
     #[error("{within_reach} providers are within reach but the cheapest asks {cheapest} per answer > maximum {max_price}")]
     OverBudget {
@@ -331,6 +338,7 @@ struct Rejections {
     over_budget: Option<MicroTokens>,
     full: usize,
     best_total_us: Option<f64>,
+    no_accelerator: usize,
 }
 
 impl Book {
@@ -566,6 +574,10 @@ impl Book {
             why.best_total_us = Some(why.best_total_us.map_or(total, |b| b.min(total)));
             return None;
         }
+        if entry.accelerator < ask.accelerator {
+            why.no_accelerator += 1;
+            return None;
+        }
         let chosen = Chosen {
             provider: entry.provider,
             bid: entry.price,
@@ -607,6 +619,12 @@ impl Book {
         if why.full > 0 {
             return PlaceError::Full {
                 within_reach: why.full,
+            };
+        }
+        if why.no_accelerator > 0 {
+            return PlaceError::NoAccelerator {
+                within_reach: why.no_accelerator,
+                wanted: ask.accelerator,
             };
         }
         if let Some(cheapest) = why.over_budget {

@@ -6,7 +6,7 @@ use std::collections::HashMap;
 
 use ganglion_market::place::{PlaceError, PlaceParams, SessionAsk};
 use ganglion_market::{Book, Domains, Load, Offer};
-use ganglion_types::{Coordinates, MicroTokens, ModelHash, NodeId, NodeKey};
+use ganglion_types::{AcceleratorClass, Coordinates, MicroTokens, ModelHash, NodeId, NodeKey};
 use proptest::prelude::*;
 
 const NOW: u64 = 1_000;
@@ -35,6 +35,7 @@ struct Spec {
     price: u64,
     operator: u64,
     p95_us: u32,
+    accelerator: AcceleratorClass,
 }
 
 fn offer(s: &Spec) -> Offer {
@@ -49,6 +50,7 @@ fn offer(s: &Spec) -> Offer {
         price: MicroTokens(s.price),
         slots: 4,
         gpus: 1,
+        accelerator: s.accelerator,
         expires_at_ms: NOW + 60_000,
     }
 }
@@ -75,6 +77,7 @@ fn ask(robot: (f64, f64), deadline_us: u32, k: usize) -> SessionAsk<'static> {
         max_price: MicroTokens(1_000),
         measured_rtt_us: None,
         exclude: &[],
+        accelerator: AcceleratorClass::Cpu,
     }
 }
 
@@ -85,7 +88,42 @@ fn spec(n: u64, place: (f64, f64), price: u64, operator: u64) -> Spec {
         price,
         operator,
         p95_us: 1_000,
+        accelerator: AcceleratorClass::Cpu,
     }
+}
+
+fn class(n: u8) -> AcceleratorClass {
+    [
+        AcceleratorClass::Cpu,
+        AcceleratorClass::Gpu,
+        AcceleratorClass::DatacenterGpu,
+    ][usize::from(n % 3)]
+}
+
+#[test]
+fn a_session_that_needs_a_gpu_skips_cpu_providers_and_says_why() {
+    let gpu = Spec {
+        accelerator: AcceleratorClass::DatacenterGpu,
+        ..spec(2, PARIS, 90, 2)
+    };
+    let book = book(&[spec(1, PARIS, 10, 1), gpu]);
+    let params = PlaceParams::default();
+    let mut a = ask(PARIS, 20_000, 1);
+    a.accelerator = AcceleratorClass::Gpu;
+    let placed = book.place(&a, &params).unwrap();
+    assert_eq!(
+        placed.providers[0].provider,
+        id(2),
+        "the cheaper CPU provider is skipped"
+    );
+    let cpu_only = book_cpu_only();
+    let err = cpu_only.place(&a, &params).unwrap_err();
+    assert!(matches!(err, PlaceError::NoAccelerator { .. }), "{err:?}");
+    assert!(err.to_string().contains("gpu accelerator"), "{err}");
+}
+
+fn book_cpu_only() -> Book {
+    book(&[spec(1, PARIS, 10, 1), spec(3, PARIS, 20, 3)])
 }
 
 #[test]
@@ -225,6 +263,7 @@ fn budget_capacity_and_service_time_each_say_why() {
         price: 10,
         operator: 1,
         p95_us: 30_000,
+        accelerator: AcceleratorClass::Cpu,
     }]);
     let err = slow.place(&ask(PARIS, 20_000, 1), &params).unwrap_err();
     assert!(matches!(err, PlaceError::TooSlow { .. }), "{err:?}");
@@ -280,17 +319,18 @@ proptest! {
     /// The index and merge find exactly what a scan of the whole book finds.
     #[test]
     fn placement_matches_brute_force(
-        offers in prop::collection::vec((city(), 1u64..50, 0u64..6, 0u32..3, 100u32..20_000), 1..60),
+        offers in prop::collection::vec((city(), 1u64..50, 0u64..6, 0u32..3, 100u32..20_000, 0u8..3), 1..60),
         robot in city(),
         deadline_us in prop_oneof![Just(5_000u32), Just(20_000), Just(100_000), Just(1_000_000)],
         k in 1usize..4,
         max_price in 1u64..60,
         heartbeats in prop::collection::vec((0usize..60, 0u32..3, 100u32..20_000), 0..20),
         reprices in prop::collection::vec((0usize..60, 1u64..50), 0..10),
+        wanted in 0u8..3,
     ) {
         let mut book = Book::new();
-        for (n, (place, price, operator, free, p95)) in offers.into_iter().enumerate() {
-            let s = Spec { n: n as u64, place, price, operator, p95_us: p95 };
+        for (n, (place, price, operator, free, p95, accel)) in offers.into_iter().enumerate() {
+            let s = Spec { n: n as u64, place, price, operator, p95_us: p95, accelerator: class(accel) };
             let o = offer(&s);
             book.insert(o, Load { free_slots: free, service_p95_us: p95 }, NOW).unwrap();
         }
@@ -306,6 +346,7 @@ proptest! {
         }
         let mut a = ask(robot, deadline_us, k);
         a.max_price = MicroTokens(max_price);
+        a.accelerator = class(wanted);
         let params = PlaceParams::default();
         let fast = book.place(&a, &params);
         let slow = book.place_brute_force(&a, &params);

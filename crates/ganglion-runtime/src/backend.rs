@@ -66,11 +66,9 @@ pub fn gpu_unavailable() -> Option<&'static str> {
 
 #[cfg(feature = "cuda")]
 fn probe() -> Option<String> {
-    match tract_onnx::tract_core::runtime::runtime_for_name("cuda") {
-        Ok(Some(_)) => None,
-        Ok(None) => Some("the CUDA backend is not registered in this binary".into()),
-        Err(e) => Some(format!("{e:#}")),
-    }
+    tract_cuda::utils::ensure_cuda_runtime_dependencies("CUDA driver or libraries not found")
+        .err()
+        .map(|e| format!("{e:#}"))
 }
 
 #[cfg(not(feature = "cuda"))]
@@ -113,16 +111,40 @@ fn cpu(typed: TypedModel) -> Result<(Backend, Arc<dyn Runnable>), LoadError> {
     Ok((Backend::Cpu, Arc::new(plan)))
 }
 
+/// What tract-cuda's own runtime does to prepare a model, called directly: its registration
+/// in tract's runtime registry does not survive linking into a binary that names no item of
+/// the crate's root module.
 #[cfg(feature = "cuda")]
-fn cuda(typed: TypedModel) -> Result<(Backend, Arc<dyn Runnable>), LoadError> {
-    let runtime = tract_onnx::tract_core::runtime::runtime_for_name("cuda")
-        .ok()
-        .flatten()
-        .ok_or_else(|| LoadError::Device("the CUDA backend is not available".into()))?;
-    let plan = runtime
-        .prepare(typed)
-        .map_err(|e| LoadError::Device(format!("planning on the GPU failed: {e:#}")))?;
-    Ok((Backend::Cuda, Arc::from(plan)))
+fn cuda(mut typed: TypedModel) -> Result<(Backend, Arc<dyn Runnable>), LoadError> {
+    use tract_onnx::prelude::TypedSimplePlan;
+    use tract_onnx::tract_core::runtime::RunOptions;
+    use tract_onnx::tract_core::transform::ModelTransform;
+
+    let failed = |e: tract_onnx::prelude::TractError| {
+        LoadError::Device(format!("planning on the GPU failed: {e:#}"))
+    };
+    tract_cuda::utils::ensure_cuda_runtime_dependencies("CUDA driver or libraries not found")
+        .map_err(failed)?;
+    tract_cuda::CudaTransform
+        .transform(&mut typed)
+        .map_err(failed)?;
+    typed.optimize().map_err(failed)?;
+    let options = RunOptions {
+        skip_order_opt_ram: true,
+        ..RunOptions::default()
+    };
+    let mut plan = TypedSimplePlan::build(typed, &options).map_err(failed)?;
+    if let Some(handler) =
+        tract_gpu::turn_handler::DeviceTurnHandler::for_plan(&plan, None).map_err(failed)?
+    {
+        plan = plan.with_turn_handler(handler);
+    }
+    // Constants were uploaded asynchronously on this thread's stream: finish before other
+    // threads' streams read them.
+    tract_gpu::device::get_context()
+        .and_then(|c| c.synchronize())
+        .map_err(failed)?;
+    Ok((Backend::Cuda, Arc::new(Arc::new(plan))))
 }
 
 #[cfg(not(feature = "cuda"))]
@@ -165,9 +187,10 @@ mod tests {
                 let err = strict.unwrap_err().to_string();
                 assert!(err.contains("no usable GPU") && err.contains(why), "{err}");
                 if CUDA_BUILT {
-                    // The backend is linked in: the probe failed on the driver or libraries,
-                    // not because nothing was registered.
-                    assert!(!why.contains("not registered"), "{why}");
+                    // The backend is in: the probe failed on the driver or the libraries.
+                    assert!(why.contains("CUDA"), "{why}");
+                } else {
+                    assert!(why.contains("without the `cuda` feature"), "{why}");
                 }
             }
             None => {

@@ -1,6 +1,10 @@
-//! Model execution for providers: ONNX models through tract on CPU.
+//! Model execution for providers: ONNX models through tract, on the CPU or (cargo feature
+//! `cuda`) an NVIDIA GPU.
 //!
 //! Parts:
+//! - [`accel`]: the machine's GPUs through NVML, loaded at run time (none is not an error).
+//! - [`backend`]: where a model runs; the CUDA backend with a CPU fallback that says why.
+//! - `batch`: requests from different sessions stacked into one run, split back per request.
 //! - [`model`]: a loaded model, named by the BLAKE3 hash of its bytes, that checks every input
 //!   against its declared types and shapes before running.
 //! - [`runtime`]: the models a provider serves and a bounded pool of worker threads; a full
@@ -9,6 +13,7 @@
 //!   models (BlazeFace face boxes, hand landmarks).
 //! - [`zoo`]: the models and images bundled with Ganglion, with their credit.
 
+pub mod accel;
 pub mod backend;
 mod batch;
 pub mod model;

@@ -234,6 +234,16 @@ impl Model {
         &self.outputs
     }
 
+    /// The tract plan for batches of exactly `size` (a power of two up to [`Model::batch_max`]),
+    /// for benchmarks that compare against running tract's batch directly.
+    pub fn batch_plan(&self, size: usize) -> Option<&Arc<dyn Runnable>> {
+        self.batching
+            .as_ref()?
+            .plans()
+            .find(|(s, _)| *s == size)
+            .map(|(_, plan)| plan)
+    }
+
     /// The tract plan for single requests.
     pub fn plan(&self) -> &Arc<dyn Runnable> {
         &self.plan

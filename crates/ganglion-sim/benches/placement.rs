@@ -31,6 +31,7 @@ fn placement(c: &mut Criterion) {
         max_price: MicroTokens(400),
         measured_rtt_us: None,
         exclude: &[],
+        accelerator: ganglion_types::AcceleratorClass::Cpu,
     };
     let mut group = c.benchmark_group("placement");
     for class in Class::ALL {

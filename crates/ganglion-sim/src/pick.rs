@@ -205,6 +205,7 @@ impl Picker {
             max_price: fleet.max_price,
             measured_rtt_us: None,
             exclude: &exclude,
+            accelerator: ganglion_types::AcceleratorClass::Cpu,
         };
         let placement = book
             .place(&ask, &fleet.params)

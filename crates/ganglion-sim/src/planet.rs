@@ -169,6 +169,12 @@ pub fn planet(
                 price: MicroTokens(PRICE_MIN + rng.below(PRICE_MAX - PRICE_MIN + 1)),
                 slots: per as u32 * SLOTS_PER_GPU,
                 gpus: per as u32,
+                // 8-GPU machines are data-centre boards (H100 class), 4-GPU ones smaller.
+                accelerator: if per == 8 {
+                    ganglion_types::AcceleratorClass::DatacenterGpu
+                } else {
+                    ganglion_types::AcceleratorClass::Gpu
+                },
                 expires_at_ms,
             };
             let spread = u64::from(SERVICE_P95_MAX_US - SERVICE_P95_MIN_US);

@@ -16,6 +16,7 @@
 //!
 //! Time never comes from the OS here: functions that need "now" take it as an argument.
 
+pub mod accel;
 pub mod envelope;
 pub mod frame;
 pub mod geo;
@@ -27,6 +28,7 @@ pub mod proto;
 pub mod tensor;
 pub mod wire;
 
+pub use accel::{Accelerator, AcceleratorClass};
 pub use envelope::{Envelope, EnvelopeError, Message, MessageKind, ReplayGuard};
 pub use geo::Coordinates;
 pub use id::{NodeId, NodeKey, PublicKey, Signature};

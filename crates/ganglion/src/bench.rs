@@ -43,6 +43,13 @@ enum Which {
         /// Samples of each.
         #[arg(long, default_value_t = 300)]
         samples: usize,
+        /// Also measure batches of this many requests (a power of two, 2 to 64) against
+        /// tract's own batch and against tract one request at a time.
+        #[arg(long)]
+        batch: Option<usize>,
+        /// Where the model runs: auto, cpu or cuda.
+        #[arg(long, default_value = "auto")]
+        device: ganglion_runtime::Device,
     },
     /// Placement of one session on a synthetic planet against a brute-force scan of the book.
     Placement {
@@ -71,14 +78,14 @@ const SAMPLES_MAX: usize = 1_000_000;
 
 /// Median and tail of one contender, in microseconds.
 #[derive(Debug, Clone, Copy, Serialize)]
-struct Stats {
+pub(crate) struct Stats {
     p50_us: f64,
     p95_us: f64,
     p99_us: f64,
     min_us: f64,
 }
 
-fn stats(samples: &mut [Duration]) -> Stats {
+pub(crate) fn stats(samples: &mut [Duration]) -> Stats {
     samples.sort_unstable();
     let at =
         |q: f64| samples[((samples.len() - 1) as f64 * q).round() as usize].as_secs_f64() * 1e6;
@@ -91,7 +98,7 @@ fn stats(samples: &mut [Duration]) -> Stats {
 }
 
 #[derive(Debug, Serialize)]
-struct Line {
+pub(crate) struct Line {
     bench: String,
     ganglion: Stats,
     baseline_name: String,
@@ -100,7 +107,7 @@ struct Line {
     target: Option<f64>,
 }
 
-fn line(
+pub(crate) fn line(
     bench: &str,
     ganglion: Stats,
     baseline_name: &str,
@@ -150,7 +157,28 @@ fn print(lines: &[Line]) {
 
 pub fn run(args: Args) -> anyhow::Result<()> {
     let lines = match args.which {
-        Which::Runtime { model, samples } => runtime(&model, samples.clamp(10, SAMPLES_MAX))?,
+        Which::Runtime {
+            model,
+            samples,
+            batch,
+            device,
+        } => {
+            let samples = samples.clamp(10, SAMPLES_MAX);
+            let mut lines = runtime(&model, samples, device)?;
+            if let Some(batch) = batch {
+                anyhow::ensure!(
+                    batch.is_power_of_two() && (2..=64).contains(&batch),
+                    "--batch must be a power of two from 2 to 64"
+                );
+                lines.extend(crate::bench_batch::batched(
+                    &model,
+                    batch,
+                    samples / batch + 5,
+                    device,
+                )?);
+            }
+            lines
+        }
         Which::Net { samples } => net(samples.clamp(10, SAMPLES_MAX))?,
         Which::Placement {
             gpus,
@@ -172,15 +200,28 @@ pub fn run(args: Args) -> anyhow::Result<()> {
     Ok(())
 }
 
-fn runtime(alias: &str, samples: usize) -> anyhow::Result<Vec<Line>> {
+fn runtime(
+    alias: &str,
+    samples: usize,
+    device: ganglion_runtime::Device,
+) -> anyhow::Result<Vec<Line>> {
     let bundled =
         Bundled::by_alias(alias).with_context(|| format!("unknown bundled model {alias:?}"))?;
     let input = bundled.input(&zoo::frames()?[0])?;
-    let direct = Model::load(bundled.alias(), bundled.bytes())?;
+    let options = ganglion_runtime::LoadOptions {
+        device,
+        batch_max: 1,
+    };
+    let direct = Model::load_with(bundled.alias(), bundled.bytes(), &options)?;
+    println!("runtime: {alias} on the {}", direct.backend());
     // Tract called directly, with one reused state (its fastest plain use).
     let mut tract_state = direct.plan().spawn()?;
     let runtime = Runtime::new(
-        vec![Model::load(bundled.alias(), bundled.bytes())?],
+        vec![Model::load_with(
+            bundled.alias(),
+            bundled.bytes(),
+            &options,
+        )?],
         RuntimeConfig::default(),
     );
     let hash = direct.hash();
@@ -502,6 +543,7 @@ fn placement(gpus: u64, sites: usize, samples: usize, seed: u64) -> anyhow::Resu
                 max_price: MicroTokens(400),
                 measured_rtt_us: None,
                 exclude: &[],
+                accelerator: ganglion_types::AcceleratorClass::Cpu,
             };
             (class, ask)
         })

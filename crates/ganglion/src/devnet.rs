@@ -58,6 +58,11 @@ pub struct Args {
     /// own p95 latency.
     #[arg(long)]
     hedge_by_class: bool,
+    /// Least accelerator a robot's providers must have: any, gpu or datacenter-gpu. Devnet
+    /// providers run on this machine's CPU (or its GPU with `--features cuda`), and offer what
+    /// the machine has.
+    #[arg(long, default_value = "any")]
+    accelerator: ganglion_types::AcceleratorClass,
     /// Inference threads per provider.
     #[arg(long, default_value_t = 1)]
     workers: usize,
@@ -205,7 +210,14 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         // Sessions each provider takes: enough for every robot's k, spread over providers.
         let slots = u32::try_from((args.robots * args.redundancy).div_ceil(addrs.len()))
             .unwrap_or(u32::MAX);
-        let mut book = crate::market::book(&addrs, model, slots, ganglion_net::clock::unix_ms())?;
+        let gpus = ganglion_runtime::accel::Gpus::detect();
+        let mut book = crate::market::book(
+            &addrs,
+            model,
+            slots,
+            gpus.class(),
+            ganglion_net::clock::unix_ms(),
+        )?;
         for r in 0..args.robots {
             // The market picks the robot's k providers; the rest, in the market's order, are spares.
             let (site, placement, candidates) = crate::market::place_robot(
@@ -214,6 +226,7 @@ pub fn run(args: Args) -> anyhow::Result<()> {
                 model,
                 args.redundancy,
                 args.deadline_ms,
+                args.accelerator,
                 &addrs,
             )?;
             let chosen: Vec<String> = placement

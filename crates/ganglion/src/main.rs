@@ -3,6 +3,7 @@
 #![allow(clippy::disallowed_methods)] // the binary is the outermost driver: it owns the clock
 
 mod bench;
+mod bench_batch;
 mod devnet;
 mod keys;
 mod market;

@@ -8,7 +8,7 @@ use anyhow::Context;
 use ganglion_client::ProviderAddr;
 use ganglion_market::place::{PlaceParams, Placement, SessionAsk};
 use ganglion_market::{Book, Domains, Load, Offer};
-use ganglion_types::{Coordinates, MicroTokens, ModelHash, NodeId, UnixMs};
+use ganglion_types::{AcceleratorClass, Coordinates, MicroTokens, ModelHash, NodeId, UnixMs};
 
 /// Where devnet providers say they are.
 const PROVIDER_SITES: [(&str, f64, f64); 12] = [
@@ -57,6 +57,7 @@ pub fn book(
     providers: &[ProviderAddr],
     model: ModelHash,
     slots: u32,
+    accelerator: AcceleratorClass,
     now_ms: UnixMs,
 ) -> anyhow::Result<Book> {
     let mut book = Book::new();
@@ -72,6 +73,7 @@ pub fn book(
             price: MicroTokens(100 + 15 * i as u64),
             slots,
             gpus: 0,
+            accelerator,
             expires_at_ms: now_ms + 3_600_000,
         };
         let load = Load {
@@ -91,6 +93,7 @@ pub fn place_robot(
     model: ModelHash,
     k: usize,
     deadline_ms: u64,
+    accelerator: AcceleratorClass,
     providers: &[ProviderAddr],
 ) -> anyhow::Result<(&'static str, Placement, Vec<ProviderAddr>)> {
     let site = ROBOT_SITES[robot % ROBOT_SITES.len()];
@@ -104,6 +107,7 @@ pub fn place_robot(
         max_price: MAX_PRICE,
         measured_rtt_us: None,
         exclude: &[],
+        accelerator,
     };
     let placement = book
         .place(&ask, &params)

@@ -99,6 +99,8 @@ pub fn provider(args: ProviderArgs) -> anyhow::Result<()> {
         "--batch-window-ms must be at most {} ms",
         ganglion_runtime::runtime::BATCH_WINDOW_MAX.as_millis()
     );
+    let gpus = ganglion_runtime::accel::Gpus::detect();
+    println!("accelerators: {}", ganglion_runtime::accel::describe(&gpus));
     let gpu = match (args.device, ganglion_runtime::backend::gpu_unavailable()) {
         (ganglion_runtime::Device::Cpu, _) => false,
         (_, None) => true,
@@ -114,7 +116,12 @@ pub fn provider(args: ProviderArgs) -> anyhow::Result<()> {
         n => n,
     };
     let options = LoadOptions {
-        device: args.device,
+        // Resolved here, so that the reason for the CPU is said once, above.
+        device: if gpu {
+            ganglion_runtime::Device::Cuda
+        } else {
+            ganglion_runtime::Device::Cpu
+        },
         batch_max,
     };
     let models = args

@@ -100,6 +100,41 @@ fn devnet_rejects_impossible_settings_with_a_reason() {
     }
 }
 
+/// Robots that need a GPU are placed only on providers that have one: on a machine without a
+/// GPU the devnet says why no placement exists; on one with a GPU the sessions are placed.
+#[test]
+fn devnet_places_gpu_sessions_only_on_gpu_providers() {
+    let _heavy = heavy();
+    let out = ganglion()
+        .args([
+            "devnet",
+            "--accelerator",
+            "gpu",
+            "--duration-s",
+            "1",
+            "--quiet",
+        ])
+        .env("RUST_BACKTRACE", "0")
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    if ganglion_runtime::accel::Gpus::detect()
+        .accelerators()
+        .is_empty()
+    {
+        assert!(!out.status.success());
+        assert!(err.contains("none has a gpu accelerator"), "{err}");
+    } else {
+        assert!(out.status.success(), "{err}");
+    }
+    let bad = ganglion()
+        .args(["devnet", "--accelerator", "tpu"])
+        .output()
+        .unwrap();
+    assert!(!bad.status.success());
+    assert!(String::from_utf8_lossy(&bad.stderr).contains("datacenter-gpu"));
+}
+
 struct Proc(Child);
 
 impl Drop for Proc {
