@@ -17,6 +17,7 @@
 //! Time never comes from the OS here: functions that need "now" take it as an argument.
 
 pub mod accel;
+pub mod control;
 pub mod envelope;
 pub mod frame;
 pub mod geo;

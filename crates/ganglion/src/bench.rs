@@ -65,6 +65,12 @@ enum Which {
         #[arg(long, default_value_t = 7)]
         seed: u64,
     },
+    /// Offers and heartbeats folded into a node's view, against Ed25519 verification alone.
+    Ingest {
+        /// Providers (one offer and one heartbeat each).
+        #[arg(long, default_value_t = 20_000)]
+        samples: usize,
+    },
     /// The data plane against raw quinn and raw TCP echoes.
     Net {
         /// Samples of each at 64 B (1 MiB takes a tenth as many).
@@ -79,7 +85,7 @@ const SAMPLES_MAX: usize = 1_000_000;
 /// Median and tail of one contender, in microseconds.
 #[derive(Debug, Clone, Copy, Serialize)]
 pub(crate) struct Stats {
-    p50_us: f64,
+    pub(crate) p50_us: f64,
     p95_us: f64,
     p99_us: f64,
     min_us: f64,
@@ -180,6 +186,7 @@ pub fn run(args: Args) -> anyhow::Result<()> {
             lines
         }
         Which::Net { samples } => net(samples.clamp(10, SAMPLES_MAX))?,
+        Which::Ingest { samples } => crate::bench_ingest::ingest(samples.clamp(10, SAMPLES_MAX))?,
         Which::Placement {
             gpus,
             sites,

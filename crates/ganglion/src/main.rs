@@ -4,6 +4,7 @@
 
 mod bench;
 mod bench_batch;
+mod bench_ingest;
 mod devnet;
 mod keys;
 mod market;
