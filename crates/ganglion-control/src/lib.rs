@@ -5,9 +5,12 @@
 //! - [`view`]: sans-IO. Signed offers and heartbeats (from `ganglion_types::control`) folded
 //!   into a bounded view: the market's book plus what robots need to reach each provider.
 //!   Time is an argument.
-//!
-//! The gossip driver (libp2p) that feeds the view is still to come.
+//! - [`swarm`]: the driver. A libp2p swarm (QUIC, TCP, identify, Kademlia, gossipsub with peer
+//!   scoring, ping, mDNS) that publishes a provider's offer and heartbeats and validates every
+//!   message through the view before gossip forwards it.
 
+pub mod swarm;
 pub mod view;
 
+pub use swarm::{Node, Publish, SwarmConfig};
 pub use view::{Heard, IngestError, View, ViewConfig};
