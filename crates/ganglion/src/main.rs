@@ -5,6 +5,7 @@
 mod bench;
 mod bench_batch;
 mod bench_ingest;
+mod control;
 mod devnet;
 mod keys;
 mod market;
@@ -39,6 +40,8 @@ enum Command {
     Bench(bench::Args),
     /// Simulate the planet: providers failing, robots healing, strategies compared.
     Sim(sim::Args),
+    /// Join the network and print every provider this node's view gains (+) or loses (-).
+    Watch(control::WatchArgs),
 }
 
 fn main() -> anyhow::Result<()> {
@@ -56,5 +59,6 @@ fn main() -> anyhow::Result<()> {
         Command::Keys(args) => keys::run(args),
         Command::Bench(args) => bench::run(args),
         Command::Sim(args) => sim::run(args),
+        Command::Watch(args) => control::watch(args),
     }
 }

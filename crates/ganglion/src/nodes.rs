@@ -60,6 +60,20 @@ pub struct ProviderArgs {
     /// How long a worker waits to fill a batch, milliseconds (never past a request's deadline).
     #[arg(long, default_value_t = 2)]
     batch_window_ms: u64,
+    /// Where this machine is, as LAT,LON (placement checks it against light's speed).
+    #[arg(long, default_value = "48.857,2.352", value_parser = crate::control::parse_at)]
+    at: ganglion_types::Coordinates,
+    /// Asked price per answer, micro-tokens.
+    #[arg(long, default_value_t = 100)]
+    price: u64,
+    /// Sessions taken at once.
+    #[arg(long, default_value_t = 16)]
+    slots: u32,
+    /// Data-plane address robots should use, when --listen is a wildcard (0.0.0.0).
+    #[arg(long)]
+    advertise: Option<SocketAddr>,
+    #[command(flatten)]
+    control: crate::control::ControlArgs,
 }
 
 /// Batch maximum on a GPU when the provider does not set one.
@@ -148,18 +162,27 @@ pub fn provider(args: ProviderArgs) -> anyhow::Result<()> {
                 model.batch_max()
             );
         }
+        let runtime = Arc::new(runtime);
         let provider = Provider::bind(
             Arc::clone(&key),
             args.listen,
-            RuntimeService(Arc::new(runtime)),
+            RuntimeService(Arc::clone(&runtime)),
         )?;
-        let addr = provider.local_addr()?;
+        let addr = args.advertise.unwrap_or(provider.local_addr()?);
+        if addr.ip().is_unspecified() {
+            bail!("--listen {addr} is a wildcard: say where robots reach this provider with --advertise HOST:PORT");
+        }
+        let offer = crate::control::offer(&runtime, addr, args.at, args.price, args.slots, &key);
+        let publish = crate::control::provider_publish(offer, Arc::clone(&runtime));
+        let node = crate::control::start(&key, &args.control, Some(publish)).await?;
+        // Last: scripts may stop reading once they have the --provider value.
         println!("provider {} listening on {addr}", key.id());
         println!("robots can use it with: --provider {}@{addr}", key.id());
         tokio::select! {
             () = provider.serve() => {}
             _ = tokio::signal::ctrl_c() => println!("stopping"),
         }
+        node.stop().await;
         anyhow::Ok(())
     })
 }

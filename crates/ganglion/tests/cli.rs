@@ -1,6 +1,6 @@
 //! The `ganglion` binary as a user runs it: the devnet, and providers and a robot as separate
 //! processes with a provider killed by SIGKILL in the middle.
-#![allow(clippy::unwrap_used)]
+#![allow(clippy::unwrap_used, clippy::disallowed_methods)] // tests read the clock to bound waits
 
 use std::io::{BufRead, BufReader};
 use std::process::{Child, Command, Stdio};
@@ -279,5 +279,101 @@ fn sim_prints_a_table_json_and_a_chart() {
         assert!(!out.status.success());
         let err = String::from_utf8_lossy(&out.stderr);
         assert!(err.contains(flag), "{flag}: {err}");
+    }
+}
+
+/// Reads lines from a child's stdout on a thread, so that a test can wait for one.
+fn lines(child: &mut Child) -> std::sync::mpsc::Receiver<String> {
+    let out = child.stdout.take().unwrap();
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        for line in BufReader::new(out).lines().map_while(Result::ok) {
+            if tx.send(line).is_err() {
+                break;
+            }
+        }
+    });
+    rx
+}
+
+fn wait_for(rx: &std::sync::mpsc::Receiver<String>, what: &str, limit: Duration) -> String {
+    let start = std::time::Instant::now();
+    loop {
+        let left = limit
+            .checked_sub(start.elapsed())
+            .unwrap_or_else(|| panic!("no {what:?} within {limit:?}"));
+        if let Ok(line) = rx.recv_timeout(left) {
+            if line.contains(what) {
+                return line;
+            }
+        }
+    }
+}
+
+/// Five processes on loopback: two watchers and providers that find each other through one
+/// bootstrap address; a provider killed with SIGKILL leaves both views within three heartbeat
+/// intervals, and comes back when restarted.
+#[test]
+fn providers_and_watchers_find_each_other_and_notice_a_killed_provider() {
+    let _heavy = heavy();
+    let beat = ["--heartbeat-ms", "500"];
+    let mut first = Proc(
+        ganglion()
+            .args(["watch"])
+            .args(beat)
+            .stdout(Stdio::piped())
+            .spawn()
+            .unwrap(),
+    );
+    let first_lines = lines(&mut first.0);
+    let boot = wait_for(&first_lines, "control plane:", Duration::from_secs(10));
+    let boot = boot.trim_start_matches("control plane: ").to_owned();
+    let key = temp_path("watched-provider.key");
+    let _ = std::fs::remove_file(&key);
+    let provider = |key: Option<&std::path::Path>| {
+        let mut cmd = ganglion();
+        cmd.args(["provider", "--listen", "127.0.0.1:0", "--bootstrap", &boot])
+            .args(beat)
+            .stdout(Stdio::piped());
+        if let Some(key) = key {
+            cmd.arg("--key").arg(key);
+        }
+        Proc(cmd.spawn().unwrap())
+    };
+    let gen = ganglion()
+        .args(["keys", "new", "--out"])
+        .arg(&key)
+        .output()
+        .unwrap();
+    assert!(gen.status.success());
+    let mut victim = provider(Some(&key));
+    let victim_lines = lines(&mut victim.0);
+    let did = wait_for(&victim_lines, "provider did:key", Duration::from_secs(60));
+    let did = did.split_whitespace().nth(1).unwrap().to_owned();
+    let _other = provider(None);
+    let mut second = Proc(
+        ganglion()
+            .args(["watch", "--bootstrap", &boot])
+            .args(beat)
+            .stdout(Stdio::piped())
+            .spawn()
+            .unwrap(),
+    );
+    let second_lines = lines(&mut second.0);
+    for rx in [&first_lines, &second_lines] {
+        wait_for(rx, &format!("+ {did}"), Duration::from_secs(20));
+    }
+    victim.0.kill().unwrap(); // SIGKILL
+    let _ = victim.0.wait();
+    for rx in [&first_lines, &second_lines] {
+        wait_for(
+            rx,
+            &format!("- {did}"),
+            Duration::from_millis(1_500 + 3_000),
+        );
+    }
+    let _back = provider(Some(&key));
+    for rx in [&first_lines, &second_lines] {
+        wait_for(rx, &format!("+ {did}"), Duration::from_secs(20));
     }
 }
