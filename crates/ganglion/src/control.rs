@@ -75,6 +75,8 @@ pub async fn start(
 /// What a provider publishes: its offer, and a load source over its runtime.
 pub fn provider_publish(offer: Offer, runtime: Arc<ganglion_runtime::Runtime>) -> Publish {
     let slots = offer.slots;
+    // Utilisation from NVML where the machine has GPUs (None otherwise).
+    let gpus = ganglion_runtime::accel::Gpus::detect();
     let load = move || {
         let models = runtime
             .models()
@@ -92,7 +94,7 @@ pub fn provider_publish(offer: Offer, runtime: Arc<ganglion_runtime::Runtime>) -
             queued: u32::try_from(runtime.queued()).unwrap_or(u32::MAX),
             free_slots: slots,
             models,
-            accelerator_busy_percent: None,
+            accelerator_busy_percent: gpus.utilisation_percent(),
         }
     };
     Publish {
