@@ -73,10 +73,13 @@ pub async fn start(
 }
 
 /// What a provider publishes: its offer, and a load source over its runtime.
-pub fn provider_publish(offer: Offer, runtime: Arc<ganglion_runtime::Runtime>) -> Publish {
+pub fn provider_publish(
+    offer: Offer,
+    runtime: Arc<ganglion_runtime::Runtime>,
+    gpus: ganglion_runtime::accel::Gpus,
+) -> Publish {
     let slots = offer.slots;
     // Utilisation from NVML where the machine has GPUs (None otherwise).
-    let gpus = ganglion_runtime::accel::Gpus::detect();
     let load = move || {
         let models = runtime
             .models()
@@ -111,8 +114,8 @@ pub fn offer(
     price: u64,
     slots: u32,
     key: &NodeKey,
+    gpus: &ganglion_runtime::accel::Gpus,
 ) -> Offer {
-    let gpus = ganglion_runtime::accel::Gpus::detect();
     Offer {
         addr,
         at,

@@ -172,8 +172,9 @@ pub fn provider(args: ProviderArgs) -> anyhow::Result<()> {
         if addr.ip().is_unspecified() {
             bail!("--listen {addr} is a wildcard: say where robots reach this provider with --advertise HOST:PORT");
         }
-        let offer = crate::control::offer(&runtime, addr, args.at, args.price, args.slots, &key);
-        let publish = crate::control::provider_publish(offer, Arc::clone(&runtime));
+        let offer =
+            crate::control::offer(&runtime, addr, args.at, args.price, args.slots, &key, &gpus);
+        let publish = crate::control::provider_publish(offer, Arc::clone(&runtime), gpus);
         let node = crate::control::start(&key, &args.control, Some(publish)).await?;
         // Last: scripts may stop reading once they have the --provider value.
         println!("provider {} listening on {addr}", key.id());
