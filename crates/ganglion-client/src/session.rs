@@ -12,7 +12,9 @@ use std::sync::{Arc, Mutex, RwLock};
 use std::time::{Duration, Instant};
 
 use ganglion_net::{clock, Endpoint};
-use ganglion_types::proto::{Outcome, Request, RequestId, ServeError, SessionId, ToProvider};
+use ganglion_types::proto::{
+    Outcome, Refusal, Request, RequestId, ServeError, SessionId, ToProvider,
+};
 use ganglion_types::{tensor, wire, ModelHash, NodeId, NodeKey, Tensor};
 use tokio::sync::mpsc;
 use tracing::{info, warn};
@@ -199,6 +201,21 @@ impl Session {
         self.inner.params.session
     }
 
+    /// Replaces the spares with `candidates`, best first (a fresh placement from the robot's
+    /// view: providers that left the view stop being spares, new ones become spares).
+    /// Providers already active are skipped. A session short of providers starts connecting
+    /// to the first spare at once.
+    pub fn replace_spares(&self, candidates: Vec<ProviderAddr>) {
+        let active: Vec<NodeId> = self.inner.links().iter().map(|l| l.provider().id).collect();
+        if let Ok(mut spares) = self.inner.spares.lock() {
+            *spares = candidates
+                .into_iter()
+                .filter(|c| !active.contains(&c.id))
+                .collect();
+        }
+        self.inner.spawn_refill();
+    }
+
     /// Ends the session and closes its connections.
     pub fn close(self) {
         self.supervisor.abort();
@@ -243,7 +260,7 @@ impl Inner {
             match self.try_open(provider).await {
                 Ok(link) => self.add(link),
                 Err(e) => {
-                    warn!(provider = %provider.id, error = %e, "provider did not open the session");
+                    log_refusal(&provider, &e, "provider did not open the session");
                     last = e.to_string();
                 }
             }
@@ -394,12 +411,20 @@ impl Inner {
                     info!(provider = %provider.id, "spare joined the session");
                     inner.add(link);
                 }
-                Err(e) => {
-                    warn!(provider = %provider.id, error = %e, "spare did not open the session")
-                }
+                Err(e) => log_refusal(&provider, &e, "spare did not open the session"),
             }
             inner.spawn_refill();
         });
+    }
+}
+
+/// A provider with every slot taken is the market working (its last heartbeat was older
+/// than the sessions that filled it): said quietly. Anything else is a warning.
+fn log_refusal(provider: &ProviderAddr, error: &LinkError, what: &str) {
+    if matches!(error, LinkError::Refused(Refusal::Full { .. })) {
+        info!(provider = %provider.id, error = %error, "{what}");
+    } else {
+        warn!(provider = %provider.id, error = %error, "{what}");
     }
 }
 

@@ -17,8 +17,16 @@ fn loopback() -> SocketAddr {
 }
 
 async fn start_provider() -> (ProviderAddr, Arc<ganglion_node::ProviderStats>) {
+    start_provider_with_slots(u32::MAX).await
+}
+
+async fn start_provider_with_slots(
+    slots: u32,
+) -> (ProviderAddr, Arc<ganglion_node::ProviderStats>) {
     let key = Arc::new(NodeKey::generate());
-    let provider = Provider::bind(Arc::clone(&key), loopback(), EchoService).unwrap();
+    let provider = Provider::bind(Arc::clone(&key), loopback(), EchoService)
+        .unwrap()
+        .with_slots(slots);
     let addr = ProviderAddr {
         id: key.id(),
         addr: provider.local_addr().unwrap(),
@@ -29,6 +37,12 @@ async fn start_provider() -> (ProviderAddr, Arc<ganglion_node::ProviderStats>) {
 }
 
 async fn honest_session(provider: ProviderAddr) -> Session {
+    honest_session_on(vec![provider]).await.unwrap()
+}
+
+async fn honest_session_on(
+    providers: Vec<ProviderAddr>,
+) -> Result<Session, ganglion_client::OpenError> {
     let key = Arc::new(NodeKey::generate());
     let endpoint =
         Endpoint::client(Arc::clone(&key), loopback(), TransportConfig::default()).unwrap();
@@ -38,9 +52,7 @@ async fn honest_session(provider: ProviderAddr) -> Session {
         deadline: Duration::from_secs(2),
         hedging: ganglion_client::Hedging::AllAtOnce,
     };
-    Session::open(key, endpoint, config, vec![provider])
-        .await
-        .unwrap()
+    Session::open(key, endpoint, config, providers).await
 }
 
 fn quinn_proto_code(error: &ganglion_net::endpoint::ConnectionError) -> Option<u64> {
@@ -249,4 +261,35 @@ async fn a_provider_proves_its_identity_or_the_robot_hangs_up() {
     assert!(!err.to_string().is_empty());
     let ok = endpoint.connect(provider.addr, provider.id).await.unwrap();
     assert_eq!(ok.remote(), provider.id);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_full_provider_refuses_and_the_robot_goes_to_its_next_candidate() {
+    let (small, small_stats) = start_provider_with_slots(1).await;
+    let (big, _) = start_provider().await;
+    let first = honest_session(small).await;
+    assert_eq!(
+        small_stats.open.load(std::sync::atomic::Ordering::Relaxed),
+        1
+    );
+
+    // Full: a robot that asks the small provider first lands on the next one.
+    let second = honest_session_on(vec![small, big]).await.unwrap();
+    assert_eq!(second.status().active, vec![big.id]);
+    second.request(ping()).await.unwrap();
+    let refused = honest_session_on(vec![small]).await.unwrap_err();
+    assert!(refused.to_string().contains("slot"), "{refused}");
+
+    // The slot comes back when the session ends.
+    first.close();
+    let freed = async {
+        while small_stats.open.load(std::sync::atomic::Ordering::Relaxed) > 0 {
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    };
+    tokio::time::timeout(Duration::from_secs(5), freed)
+        .await
+        .unwrap();
+    let third = honest_session(small).await;
+    third.request(ping()).await.unwrap();
 }

@@ -10,6 +10,7 @@
 //!   message through the view before gossip forwards it.
 
 pub mod swarm;
+pub mod sync;
 pub mod view;
 
 pub use swarm::{Node, Publish, SwarmConfig};

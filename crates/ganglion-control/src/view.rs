@@ -15,11 +15,12 @@
 use std::net::SocketAddr;
 
 use ganglion_market::book::BookError;
+use ganglion_market::place::{Chosen, PlaceError, PlaceParams, SessionAsk};
 use ganglion_market::{Book, Domains, Load, Offer as MarketOffer};
 use ganglion_types::accel::best_class;
 use ganglion_types::control::{Heartbeat, Listing, Offer};
 use ganglion_types::envelope::{EnvelopeError, MessageKind};
-use ganglion_types::{DecodeError, Envelope, NodeId, UnixMs};
+use ganglion_types::{DecodeError, Envelope, MicroTokens, NodeId, UnixMs};
 use rustc_hash::FxHashMap as HashMap;
 
 /// Default heartbeat interval.
@@ -103,6 +104,18 @@ pub struct Known {
     pub last_heard_ms: UnixMs,
     pub queued: u32,
     pub accelerator_busy_percent: Option<u8>,
+    /// The signed offer as heard, handed on to nodes that join later ([`View::offers`]).
+    pub envelope: Vec<u8>,
+}
+
+/// A placement from a view: who, where to reach them, at what price.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Placed {
+    pub providers: Vec<(Chosen, SocketAddr)>,
+    /// Standbys, in the order the market would place them next.
+    pub spares: Vec<(Chosen, SocketAddr)>,
+    /// What each provider is paid per answer.
+    pub price: MicroTokens,
 }
 
 /// A node's view of the providers.
@@ -147,13 +160,18 @@ impl View {
     pub fn ingest(&mut self, bytes: &[u8], now_ms: UnixMs) -> Result<Heard, IngestError> {
         let envelope = Envelope::from_bytes(bytes)?;
         match envelope.kind {
-            MessageKind::Offer => self.offer(&envelope, now_ms),
+            MessageKind::Offer => self.offer(&envelope, bytes, now_ms),
             MessageKind::Heartbeat => self.heartbeat(&envelope, now_ms),
             other => Err(IngestError::Kind(other)),
         }
     }
 
-    fn offer(&mut self, envelope: &Envelope, now_ms: UnixMs) -> Result<Heard, IngestError> {
+    fn offer(
+        &mut self,
+        envelope: &Envelope,
+        bytes: &[u8],
+        now_ms: UnixMs,
+    ) -> Result<Heard, IngestError> {
         let id = envelope.author;
         // Cheap checks before the signature: staleness and room.
         let held = self.known.get(&id).map(|k| k.offer_seq);
@@ -207,6 +225,7 @@ impl View {
                 last_heard_ms: now_ms,
                 queued,
                 accelerator_busy_percent: busy,
+                envelope: bytes.to_vec(),
             },
         );
         Ok(if held.is_some() {
@@ -249,6 +268,29 @@ impl View {
             known.accelerator_busy_percent = beat.accelerator_busy_percent;
         }
         Ok(Heard::Load(id))
+    }
+
+    /// Up to `max` signed offers this view holds, as heard: what a node that just joined is
+    /// sent so that it need not wait for every provider to republish.
+    pub fn offers(&self, max: usize) -> impl Iterator<Item = &[u8]> {
+        self.known.values().take(max).map(|k| k.envelope.as_slice())
+    }
+
+    /// Places a session on the providers this view holds (the market's rules over the live
+    /// book), with up to `spares` standbys after them, each with its data-plane address.
+    pub fn place(
+        &self,
+        ask: &SessionAsk<'_>,
+        params: &PlaceParams,
+        spares: usize,
+    ) -> Result<Placed, PlaceError> {
+        let (placement, next) = self.book.place_with_spares(ask, params, spares)?;
+        let addr = |c: &Chosen| self.known.get(&c.provider).map(|k| (*c, k.addr));
+        Ok(Placed {
+            providers: placement.providers.iter().filter_map(addr).collect(),
+            spares: next.iter().filter_map(addr).collect(),
+            price: placement.price,
+        })
     }
 
     /// Removes providers silent for too long or whose offer expired; returns them.

@@ -119,6 +119,32 @@ async fn twenty_nodes_converge_forget_the_dead_and_learn_the_new() {
     )
     .await;
     eprintln!("new provider everywhere after {learned:?}");
+
+    // A robot joins late, with republication far away (a minute): it learns every provider
+    // from its bootstrap peer's view at once, without waiting for anyone to republish.
+    let all: Vec<NodeId> = nodes
+        .iter()
+        .flat_map(|n| n.with_view(|v| v.providers().map(|(id, _)| *id).collect::<Vec<_>>()))
+        .collect::<std::collections::HashSet<_>>()
+        .into_iter()
+        .collect();
+    let robot = spawn(
+        &key(40),
+        SwarmConfig {
+            offer_republish: Duration::from_secs(60),
+            ..config(boot.clone())
+        },
+        None,
+    )
+    .unwrap();
+    let synced = until(
+        "a late robot learns every offer",
+        Duration::from_secs(1),
+        || robot.with_view(|v| all.iter().all(|p| v.provider(p).is_some())),
+    )
+    .await;
+    eprintln!("late robot holds all {} offers after {synced:?}", all.len());
+    robot.stop().await;
     for node in nodes {
         node.stop().await;
     }

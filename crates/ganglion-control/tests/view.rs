@@ -226,3 +226,45 @@ proptest! {
         prop_assert!(view.len() <= 4);
     }
 }
+
+#[test]
+fn a_robot_places_from_its_view_and_reaches_providers_at_their_offered_addresses() {
+    let mut view = View::new(ViewConfig::default());
+    for n in 1..=4u8 {
+        let offer = Offer {
+            addr: format!("127.0.0.1:{}", 7000 + u16::from(n))
+                .parse()
+                .unwrap(),
+            operator: u64::from(n),
+            ..offer(100 * u64::from(n))
+        };
+        let sealed = Envelope::seal(&key(n), 1, NOW + 60_000, &offer).to_bytes();
+        view.ingest(&sealed, NOW).unwrap();
+    }
+    let exclude = [key(1).id()];
+    let ask = SessionAsk {
+        robot: Coordinates::new(48.86, 2.34).unwrap(),
+        model: model(),
+        deadline_us: 20_000,
+        k: 2,
+        max_price: MicroTokens(1_000),
+        measured_rtt_us: None,
+        exclude: &exclude,
+        accelerator: AcceleratorClass::Cpu,
+    };
+    let placed = view.place(&ask, &PlaceParams::default(), 4).unwrap();
+    let ports = |list: &[(ganglion_market::place::Chosen, std::net::SocketAddr)]| {
+        list.iter().map(|(_, a)| a.port()).collect::<Vec<_>>()
+    };
+    assert_eq!(ports(&placed.providers), vec![7002, 7003]);
+    assert_eq!(
+        ports(&placed.spares),
+        vec![7004],
+        "the excluded provider is no spare"
+    );
+    assert_eq!(placed.providers[0].0.provider, key(2).id());
+    // Everyone silent: nothing to place on, and the reason says so.
+    view.tick(NOW + ViewConfig::default().silence_ms + 1);
+    let err = view.place(&ask, &PlaceParams::default(), 4).unwrap_err();
+    assert!(err.to_string().contains("no provider serves"), "{err}");
+}

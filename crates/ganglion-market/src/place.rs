@@ -374,6 +374,37 @@ impl Book {
         self.select(ask, params, Merge::new(sources, params), why)
     }
 
+    /// A placement and then up to `spares` more providers, in the order the market would place
+    /// them next (each the best single provider left): the session's standbys. Fails as
+    /// [`Book::place`] does when the k providers themselves cannot be placed.
+    pub fn place_with_spares(
+        &self,
+        ask: &SessionAsk<'_>,
+        params: &PlaceParams,
+        spares: usize,
+    ) -> Result<(Placement, Vec<Chosen>), PlaceError> {
+        let placement = self.place(ask, params)?;
+        let mut exclude: Vec<NodeId> = ask.exclude.to_vec();
+        exclude.extend(placement.providers.iter().map(|c| c.provider));
+        let mut next = Vec::with_capacity(spares);
+        while next.len() < spares {
+            let one = SessionAsk {
+                k: 1,
+                exclude: &exclude,
+                ..*ask
+            };
+            let Ok(found) = self.place(&one, params) else {
+                break;
+            };
+            let Some(chosen) = found.providers.first().copied() else {
+                break;
+            };
+            exclude.push(chosen.provider);
+            next.push(chosen);
+        }
+        Ok((placement, next))
+    }
+
     /// Placement by brute force: every offer in the book, sorted. The reference that tests and
     /// benchmarks hold [`Book::place`] to; same rules, same answer, O(book) per call.
     pub fn place_brute_force(

@@ -122,6 +122,37 @@ fn a_session_that_needs_a_gpu_skips_cpu_providers_and_says_why() {
     assert!(err.to_string().contains("gpu accelerator"), "{err}");
 }
 
+#[test]
+fn spares_follow_in_the_order_the_market_would_place_them_and_skip_what_physics_rules_out() {
+    let book = book(&[
+        spec(1, PARIS, 30, 1),
+        spec(2, LYON, 10, 2),
+        spec(3, PARIS, 50, 3),
+        spec(4, NEW_YORK, 1, 4),
+        spec(5, LYON, 20, 5),
+    ]);
+    let params = PlaceParams::default();
+    let a = ask(PARIS, 10_000, 2);
+    let (placed, spares) = book.place_with_spares(&a, &params, 5).unwrap();
+    let chosen: Vec<NodeId> = placed.providers.iter().map(|c| c.provider).collect();
+    assert_eq!(
+        chosen,
+        vec![id(2), id(1)],
+        "the cheapest within reach on two different sites"
+    );
+    let spares: Vec<NodeId> = spares.iter().map(|c| c.provider).collect();
+    // New York is the cheapest of all but 5,800 km away: never a spare for a 10 ms deadline.
+    assert_eq!(spares, vec![id(5), id(3)]);
+    // A session asking for every provider gets no spare and no error.
+    let (_, none) = book
+        .place_with_spares(&ask(PARIS, 10_000, 4), &params, 3)
+        .unwrap();
+    assert!(none.is_empty());
+    // The spares stop at the number asked for.
+    let (_, one) = book.place_with_spares(&a, &params, 1).unwrap();
+    assert_eq!(one.len(), 1);
+}
+
 fn book_cpu_only() -> Book {
     book(&[spec(1, PARIS, 10, 1), spec(3, PARIS, 20, 3)])
 }

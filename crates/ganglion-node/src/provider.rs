@@ -43,7 +43,10 @@ const PROTOCOL_VIOLATION: u32 = 0x10;
 #[derive(Debug, Default)]
 pub struct ProviderStats {
     pub connections: AtomicU64,
+    /// Sessions opened since start.
     pub sessions: AtomicU64,
+    /// Sessions open now.
+    pub open: AtomicU64,
     pub answered: AtomicU64,
     pub refused: AtomicU64,
     pub protocol_errors: AtomicU64,
@@ -57,6 +60,7 @@ pub struct Provider<S> {
     service: Arc<S>,
     guard: Arc<Mutex<ReplayGuard>>,
     stats: Arc<ProviderStats>,
+    slots: u32,
 }
 
 impl<S: Service> Provider<S> {
@@ -69,7 +73,16 @@ impl<S: Service> Provider<S> {
             service: Arc::new(service),
             guard: Arc::new(Mutex::new(ReplayGuard::default())),
             stats: Arc::new(ProviderStats::default()),
+            slots: u32::MAX,
         })
+    }
+
+    /// Takes at most `slots` sessions at once; a session open past that is refused
+    /// ([`Refusal::Full`]) so that the robot goes to its next candidate at once.
+    #[must_use]
+    pub fn with_slots(mut self, slots: u32) -> Self {
+        self.slots = slots;
+        self
     }
 
     pub fn id(&self) -> NodeId {
@@ -96,6 +109,7 @@ impl<S: Service> Provider<S> {
             service: self.service,
             guard: self.guard,
             stats: self.stats,
+            slots: self.slots,
         });
         info!(provider = %shared.key.id(), addr = ?self.endpoint.local_addr().ok(), "provider serving");
         while let Some(incoming) = self.endpoint.accept().await {
@@ -115,6 +129,28 @@ struct Shared<S> {
     service: Arc<S>,
     guard: Arc<Mutex<ReplayGuard>>,
     stats: Arc<ProviderStats>,
+    slots: u32,
+}
+
+/// A taken session slot, given back when the session ends however it ends.
+struct Slot(Arc<ProviderStats>);
+
+impl Slot {
+    fn take(stats: &Arc<ProviderStats>, slots: u32) -> Option<Self> {
+        stats
+            .open
+            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |open| {
+                (open < u64::from(slots)).then_some(open + 1)
+            })
+            .ok()
+            .map(|_| Self(Arc::clone(stats)))
+    }
+}
+
+impl Drop for Slot {
+    fn drop(&mut self) {
+        self.0.open.fetch_sub(1, Ordering::AcqRel);
+    }
 }
 
 /// Why a session stream ended badly.
@@ -170,14 +206,19 @@ impl<S: Service> Shared<S> {
             }
             Err(e) => return Err(SessionEnd::Protocol(e.to_string())),
         };
-        let model = match self.accept_open(robot, &open) {
-            Ok(opened) => {
+        let accepted = self.accept_open(robot, &open).and_then(|opened| {
+            let slot =
+                Slot::take(&self.stats, self.slots).ok_or(Refusal::Full { slots: self.slots })?;
+            Ok((opened, slot))
+        });
+        let (model, _slot) = match accepted {
+            Ok((opened, slot)) => {
                 let model = opened.model;
                 writer
                     .send(&ToRobot::Opened(opened))
                     .await
                     .map_err(|_| SessionEnd::Closed)?;
-                model
+                (model, slot)
             }
             Err(refusal) => {
                 self.stats.refused.fetch_add(1, Ordering::Relaxed);

@@ -13,8 +13,9 @@ use nvml_wrapper::Nvml;
 pub const GPUS_MAX: u32 = 64;
 
 /// This machine's GPUs, and a handle to ask for their utilisation later.
+#[derive(Clone)]
 pub struct Gpus {
-    nvml: Option<Nvml>,
+    nvml: Option<std::sync::Arc<Nvml>>,
     found: Vec<Accelerator>,
     /// Why there are none, when there are none.
     absent: Option<String>,
@@ -58,7 +59,7 @@ impl Gpus {
             .is_empty()
             .then(|| "the NVIDIA driver reports no GPU".to_owned());
         Self {
-            nvml: Some(nvml),
+            nvml: Some(std::sync::Arc::new(nvml)),
             found,
             absent,
         }

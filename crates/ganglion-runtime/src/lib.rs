@@ -23,4 +23,4 @@ pub mod zoo;
 
 pub use backend::{Backend, Device};
 pub use model::{LoadError, LoadOptions, Model, ModelState, RunError};
-pub use runtime::{BatchStats, Runtime, RuntimeConfig};
+pub use runtime::{BatchStats, Runtime, RuntimeConfig, ServicePercentiles};

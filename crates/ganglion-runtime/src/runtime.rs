@@ -31,6 +31,9 @@ pub const QUEUE_MAX: usize = 4096;
 /// Weight of a new sample in the service-time moving average, in 1/1024.
 const EWMA_WEIGHT: u64 = 128;
 
+/// Runs whose service times the percentiles are taken over (the most recent ones).
+pub const SERVICE_WINDOW: usize = 256;
+
 /// Default time a worker waits for more requests of a batched model before running what it
 /// has: short next to any perception deadline, long enough for a burst of robots' frames.
 pub const BATCH_WINDOW_DEFAULT: Duration = Duration::from_millis(2);
@@ -75,6 +78,34 @@ struct ModelStats {
     /// Runs that carried more than one request, and the requests they carried.
     batches: AtomicU64,
     batched: AtomicU64,
+    /// The last [`SERVICE_WINDOW`] service times, µs, as a ring.
+    recent: Mutex<Recent>,
+}
+
+#[derive(Debug, Default)]
+struct Recent {
+    us: Vec<u32>,
+    next: usize,
+}
+
+impl Recent {
+    fn push(&mut self, us: u32) {
+        if self.us.len() < SERVICE_WINDOW {
+            self.us.push(us);
+        } else {
+            self.us[self.next] = us;
+        }
+        self.next = (self.next + 1) % SERVICE_WINDOW;
+    }
+}
+
+/// Service-time percentiles of one model over its last [`SERVICE_WINDOW`] runs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ServicePercentiles {
+    pub p50: Duration,
+    pub p95: Duration,
+    /// Runs they were taken over.
+    pub runs: usize,
 }
 
 /// How a batched model's requests were run.
@@ -191,6 +222,23 @@ impl Runtime {
         let (_, stats) = self.models.get(hash)?;
         let us = stats.service_ewma_us.load(Ordering::Relaxed);
         (stats.runs.load(Ordering::Relaxed) > 0).then(|| Duration::from_micros(us))
+    }
+
+    /// Median and 95th percentile of the time one run of `hash` took, over its last
+    /// [`SERVICE_WINDOW`] runs (the load a provider's heartbeats report), once it has run.
+    pub fn service_percentiles(&self, hash: &ModelHash) -> Option<ServicePercentiles> {
+        let (_, stats) = self.models.get(hash)?;
+        let mut us = stats.recent.lock().ok()?.us.clone();
+        if us.is_empty() {
+            return None;
+        }
+        us.sort_unstable();
+        let at = |q: usize| Duration::from_micros(u64::from(us[(us.len() - 1) * q / 100]));
+        Some(ServicePercentiles {
+            p50: at(50),
+            p95: at(95),
+            runs: us.len(),
+        })
     }
 
     /// Queues `inputs` for `model` unless the queue is full or the wait would pass `deadline`.
@@ -426,4 +474,7 @@ fn record(stats: &ModelStats, took: Duration, requests: usize) {
         (old * (1024 - EWMA_WEIGHT) + took_us * EWMA_WEIGHT) / 1024
     };
     stats.service_ewma_us.store(new, Ordering::Relaxed);
+    if let Ok(mut recent) = stats.recent.lock() {
+        recent.push(u32::try_from(took_us).unwrap_or(u32::MAX));
+    }
 }

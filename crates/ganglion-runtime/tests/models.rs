@@ -7,7 +7,7 @@ use ganglion_runtime::vision::{self, decode_faces, max_face_score};
 use ganglion_runtime::zoo::{self, Bundled};
 use ganglion_runtime::{Model, RunError, Runtime, RuntimeConfig};
 use ganglion_types::proto::ServeError;
-use ganglion_types::{DType, Tensor};
+use ganglion_types::{DType, ModelHash, Tensor};
 
 fn blazeface() -> Model {
     Model::load("blazeface", zoo::BLAZEFACE_ONNX).expect("bundled BlazeFace loads")
@@ -302,4 +302,37 @@ async fn the_batch_window_gives_way_to_the_tightest_deadline() {
         "answered after {:?}: the 1 s window did not give way to the deadline",
         asked.elapsed()
     );
+}
+
+#[tokio::test]
+async fn service_percentiles_come_from_the_runs_themselves() {
+    let runtime = Runtime::new(vec![blazeface()], RuntimeConfig::default());
+    let hash = runtime.models().next().unwrap().hash();
+    let image = vision::decode_image(zoo::ASTRONAUT_PNG).unwrap();
+    let input = vision::blazeface_input(&image).unwrap();
+    let far = Instant::now() + Duration::from_secs(60);
+    let warmed = runtime.service_percentiles(&hash).map_or(0, |p| p.runs);
+    let mut slowest = Duration::ZERO;
+    for _ in 0..20 {
+        let asked = Instant::now();
+        runtime
+            .infer(&hash, vec![input.clone()], far)
+            .await
+            .unwrap();
+        slowest = slowest.max(asked.elapsed());
+    }
+    let p = runtime.service_percentiles(&hash).unwrap();
+    assert_eq!(p.runs, warmed + 20);
+    assert!(p.p50 > Duration::ZERO && p.p50 <= p.p95, "{p:?}");
+    // A run cannot take longer than the caller waited for it (warm-up runs aside, which are
+    // at most a handful of the window).
+    let within = p.p50 <= slowest;
+    assert!(
+        within,
+        "median run {:?} > slowest answer {slowest:?}",
+        p.p50
+    );
+    assert!(runtime
+        .service_percentiles(&ModelHash::of(b"other"))
+        .is_none());
 }

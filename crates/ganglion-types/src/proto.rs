@@ -135,6 +135,8 @@ pub enum Refusal {
     BadOpen(String),
     #[error("the session open is addressed to another provider")]
     WrongProvider,
+    #[error("every session slot is taken ({slots} sessions open)")]
+    Full { slots: u32 },
 }
 
 /// The answer to one request.

@@ -71,6 +71,13 @@ enum Which {
         #[arg(long, default_value_t = 20_000)]
         samples: usize,
     },
+    /// A new provider's offer reaching every node of a 20-node network in this process,
+    /// against reaching the first one.
+    Propagation {
+        /// New providers that join, one after another.
+        #[arg(long, default_value_t = 40)]
+        trials: usize,
+    },
     /// The data plane against raw quinn and raw TCP echoes.
     Net {
         /// Samples of each at 64 B (1 MiB takes a tenth as many).
@@ -86,8 +93,8 @@ const SAMPLES_MAX: usize = 1_000_000;
 #[derive(Debug, Clone, Copy, Serialize)]
 pub(crate) struct Stats {
     pub(crate) p50_us: f64,
-    p95_us: f64,
-    p99_us: f64,
+    pub(crate) p95_us: f64,
+    pub(crate) p99_us: f64,
     min_us: f64,
 }
 
@@ -186,6 +193,9 @@ pub fn run(args: Args) -> anyhow::Result<()> {
             lines
         }
         Which::Net { samples } => net(samples.clamp(10, SAMPLES_MAX))?,
+        Which::Propagation { trials } => {
+            crate::bench_propagation::propagation(trials.clamp(5, 10_000))?
+        }
         Which::Ingest { samples } => crate::bench_ingest::ingest(samples.clamp(10, SAMPLES_MAX))?,
         Which::Placement {
             gpus,

@@ -3,14 +3,18 @@
 //! view gains or loses.
 
 use std::collections::HashMap;
+use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use anyhow::Context;
 use ganglion_control::swarm::{self, Load, Publish};
+use ganglion_control::view::Placed;
 use ganglion_control::{Node, SwarmConfig, ViewConfig};
+use ganglion_market::place::{PlaceError, PlaceParams, SessionAsk};
+use ganglion_node::ProviderStats;
 use ganglion_types::control::{Listing, ModelLoad, Offer};
-use ganglion_types::{Coordinates, MicroTokens, NodeId, NodeKey};
+use ganglion_types::{AcceleratorClass, Coordinates, MicroTokens, ModelHash, NodeId, NodeKey};
 use libp2p::Multiaddr;
 
 /// Shortest heartbeat interval a node may use (bounds the heartbeat rate).
@@ -34,6 +38,15 @@ pub struct ControlArgs {
 }
 
 impl ControlArgs {
+    /// Whether these arguments join a network (a bootstrap peer or mDNS).
+    pub fn joins(&self) -> bool {
+        !self.bootstrap.is_empty() || self.mdns
+    }
+
+    pub fn heartbeat(&self) -> Duration {
+        Duration::from_millis(self.heartbeat_ms)
+    }
+
     pub fn config(&self) -> anyhow::Result<SwarmConfig> {
         anyhow::ensure!(
             self.heartbeat_ms >= HEARTBEAT_MS_MIN,
@@ -72,30 +85,33 @@ pub async fn start(
     Ok(node)
 }
 
-/// What a provider publishes: its offer, and a load source over its runtime.
+/// What a provider publishes: its offer, and a load source over its runtime (service-time
+/// percentiles of its recent runs, queue depth, slots left, GPU utilisation).
 pub fn provider_publish(
     offer: Offer,
     runtime: Arc<ganglion_runtime::Runtime>,
+    stats: Arc<ProviderStats>,
     gpus: ganglion_runtime::accel::Gpus,
 ) -> Publish {
     let slots = offer.slots;
+    let micros = |d: Duration| u32::try_from(d.as_micros()).unwrap_or(u32::MAX);
     // Utilisation from NVML where the machine has GPUs (None otherwise).
     let load = move || {
         let models = runtime
             .models()
             .filter_map(|m| {
-                let us = runtime.service_time(&m.hash())?.as_micros();
-                let us = u32::try_from(us).unwrap_or(u32::MAX);
+                let p = runtime.service_percentiles(&m.hash())?;
                 Some(ModelLoad {
                     model: m.hash(),
-                    p50_us: us,
-                    p95_us: us,
+                    p50_us: micros(p.p50),
+                    p95_us: micros(p.p95),
                 })
             })
             .collect();
+        let open = stats.open.load(Ordering::Relaxed);
         Load {
             queued: u32::try_from(runtime.queued()).unwrap_or(u32::MAX),
-            free_slots: slots,
+            free_slots: u32::try_from(u64::from(slots).saturating_sub(open)).unwrap_or(0),
             models,
             accelerator_busy_percent: gpus.utilisation_percent(),
         }
@@ -132,6 +148,122 @@ pub fn offer(
         cpu_cores: std::thread::available_parallelism().map_or(1, |n| n.get() as u32),
         accelerators: gpus.accelerators().to_vec(),
     }
+}
+
+/// What a robot asks of the market, owned (a [`SessionAsk`] borrows its exclusions).
+#[derive(Debug, Clone, Copy)]
+pub struct Want {
+    pub robot: Coordinates,
+    pub model: ModelHash,
+    pub deadline_us: u32,
+    pub k: usize,
+    pub max_price: MicroTokens,
+    pub accelerator: AcceleratorClass,
+}
+
+impl Want {
+    fn ask<'a>(&self, exclude: &'a [NodeId]) -> SessionAsk<'a> {
+        SessionAsk {
+            robot: self.robot,
+            model: self.model,
+            deadline_us: self.deadline_us,
+            k: self.k,
+            max_price: self.max_price,
+            measured_rtt_us: None,
+            exclude,
+            accelerator: self.accelerator,
+        }
+    }
+}
+
+/// Standbys a robot keeps behind its k providers.
+pub const SPARES: usize = 3;
+
+/// How long [`place`] waits, and for what.
+#[derive(Debug, Clone, Copy)]
+pub struct Discover {
+    /// Longest wait for the view to offer a placement.
+    pub wait: Duration,
+    /// Providers the caller knows exist (the devnet does): once the view holds them all, its
+    /// answer is final and a failure is returned at once.
+    pub expect: Option<usize>,
+}
+
+/// Places a session from the node's own view, waiting up to `discover.wait` for the view to
+/// hold enough providers (a node that just joined hears offers within a second or two), and
+/// a little longer for spares. `waiting` is told, about once a second, how many providers the
+/// view holds and why that is not enough yet. On time out, the market's last reason, in numbers.
+pub async fn place(
+    node: &Node,
+    want: &Want,
+    discover: Discover,
+    mut waiting: impl FnMut(usize, &PlaceError),
+) -> Result<Placed, PlaceError> {
+    let started = Instant::now();
+    let params = PlaceParams::default();
+    let mut told = Instant::now();
+    loop {
+        let (placed, heard) =
+            node.with_view(|v| (v.place(&want.ask(&[]), &params, SPARES), v.len()));
+        let all_heard = discover.expect.is_some_and(|n| heard >= n);
+        let spare_wait_over = started.elapsed() >= discover.wait / 4;
+        match placed {
+            // Take the spares too when more may be coming: wait a little for a full list.
+            Ok(p) if p.spares.len() >= SPARES || all_heard || spare_wait_over => return Ok(p),
+            Err(e) if all_heard || started.elapsed() >= discover.wait => return Err(e),
+            Err(e) if told.elapsed() >= Duration::from_secs(1) => {
+                waiting(heard, &e);
+                told = Instant::now();
+            }
+            _ => {}
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+/// The providers of a placement as the data plane dials them: the k first, then the spares.
+pub fn addrs(placed: &Placed) -> Vec<ganglion_client::ProviderAddr> {
+    placed
+        .providers
+        .iter()
+        .chain(&placed.spares)
+        .map(|(c, addr)| ganglion_client::ProviderAddr {
+            id: c.provider,
+            addr: *addr,
+        })
+        .collect()
+}
+
+/// Keeps a session's spares fresh from the node's view every `every`: providers that left the
+/// view stop being spares, new ones the market would place next become spares, and a session
+/// short of providers connects to the first at once. Runs until the session is dropped.
+pub fn keep_spares(
+    node_view: Arc<std::sync::Mutex<ganglion_control::View>>,
+    session: std::sync::Weak<ganglion_client::Session>,
+    want: Want,
+    every: Duration,
+) -> tokio::task::JoinHandle<()> {
+    tokio::spawn(async move {
+        let params = PlaceParams::default();
+        let mut tick = tokio::time::interval(every);
+        loop {
+            tick.tick().await;
+            let Some(session) = session.upgrade() else {
+                return;
+            };
+            let active = session.status().active;
+            let one = Want { k: 1, ..want };
+            let spares = match node_view.lock() {
+                Ok(view) => view.place(&one.ask(&active), &params, SPARES - 1),
+                Err(_) => return,
+            };
+            let spares = match spares {
+                Ok(p) => addrs(&p),
+                Err(_) => Vec::new(),
+            };
+            session.replace_spares(spares);
+        }
+    })
 }
 
 /// Parses `LAT,LON`.

@@ -13,14 +13,19 @@ use std::time::Duration;
 
 use anyhow::{bail, Context};
 use ganglion_client::{ProviderAddr, Session, SessionConfig};
+use ganglion_control::SwarmConfig;
 use ganglion_net::{Endpoint, TransportConfig};
 use ganglion_node::{Provider, RuntimeService};
 use ganglion_runtime::{Runtime, RuntimeConfig};
-use ganglion_types::{NodeId, NodeKey};
+use ganglion_types::control::Offer;
+use ganglion_types::{MicroTokens, NodeId, NodeKey};
 use tokio::sync::oneshot;
 
 use crate::nodes::{self, Drive};
 use crate::report::{provider_lines, Report, Tally};
+
+/// Providers a new devnet provider bootstraps through.
+const BOOTSTRAP_PEERS: usize = 3;
 
 /// Most providers or robots one devnet runs.
 pub const NODES_MAX: usize = 256;
@@ -109,12 +114,44 @@ impl Args {
 /// A provider running on its own thread.
 struct ProviderProc {
     addr: ProviderAddr,
+    /// Where its control plane listens (others bootstrap from it).
+    control: Vec<libp2p::Multiaddr>,
     kill: Option<oneshot::Sender<()>>,
     alive: Arc<AtomicBool>,
 }
 
-fn start_provider(model: &str, workers: usize) -> anyhow::Result<ProviderProc> {
-    let model = nodes::load_model(model)?;
+/// What one devnet provider offers and how it joins the network.
+struct ProviderPlan {
+    index: usize,
+    model: String,
+    workers: usize,
+    slots: u32,
+    bootstrap: Vec<libp2p::Multiaddr>,
+    heartbeat: Duration,
+    gpus: ganglion_runtime::accel::Gpus,
+}
+
+/// Heartbeat interval of devnet nodes: a killed provider leaves every view within three.
+const HEARTBEAT: Duration = Duration::from_millis(500);
+
+/// How long robots wait for the network to offer them a placement.
+const DISCOVER: Duration = Duration::from_secs(15);
+
+fn swarm_config(bootstrap: Vec<libp2p::Multiaddr>, heartbeat: Duration) -> SwarmConfig {
+    SwarmConfig {
+        bootstrap,
+        heartbeat_interval: heartbeat,
+        offer_republish: heartbeat * 5,
+        view: ganglion_control::ViewConfig {
+            silence_ms: 3 * u64::try_from(heartbeat.as_millis()).unwrap_or(u64::MAX),
+            ..ganglion_control::ViewConfig::default()
+        },
+        ..SwarmConfig::default()
+    }
+}
+
+fn start_provider(plan: ProviderPlan) -> anyhow::Result<ProviderProc> {
+    let model = nodes::load_model(&plan.model)?;
     let key = Arc::new(NodeKey::generate());
     let (ready_tx, ready_rx) = std::sync::mpsc::channel();
     let (kill_tx, kill_rx) = oneshot::channel::<()>();
@@ -130,28 +167,50 @@ fn start_provider(model: &str, workers: usize) -> anyhow::Result<ProviderProc> {
                 Ok(t) => t,
                 Err(e) => return drop(ready_tx.send(Err(anyhow::Error::from(e)))),
             };
-            let runtime = Runtime::new(
+            let runtime = Arc::new(Runtime::new(
                 vec![model],
                 RuntimeConfig {
-                    workers,
+                    workers: plan.workers,
                     ..RuntimeConfig::default()
                 },
-            );
-            let service = RuntimeService(Arc::new(runtime));
-            let bound = tokio.block_on(async {
-                Provider::bind(
+            ));
+            let service = RuntimeService(Arc::clone(&runtime));
+            let started = tokio.block_on(async {
+                let provider = Provider::bind(
                     Arc::clone(&key),
                     SocketAddr::from(([127, 0, 0, 1], 0)),
                     service,
-                )
+                )?
+                .with_slots(plan.slots);
+                let addr = provider.local_addr()?;
+                let offer = crate::control::offer(
+                    &runtime,
+                    addr,
+                    crate::market::provider_at(plan.index)?,
+                    crate::market::provider_price(plan.index),
+                    plan.slots,
+                    &key,
+                    &plan.gpus,
+                );
+                let offer = Offer {
+                    // Each devnet provider is its own operator.
+                    operator: plan.index as u64,
+                    ..offer
+                };
+                let publish =
+                    crate::control::provider_publish(offer, runtime, provider.stats(), plan.gpus);
+                let mut node = ganglion_control::swarm::spawn(
+                    &key,
+                    swarm_config(plan.bootstrap, plan.heartbeat),
+                    Some(publish),
+                )?;
+                let control = node.listen_addrs().await;
+                anyhow::Ok((provider, addr, node, control))
             });
-            let provider = match bound
-                .map_err(anyhow::Error::from)
-                .and_then(|p| Ok((p.local_addr()?, p)))
-            {
-                Ok((addr, provider)) => {
-                    let _ = ready_tx.send(Ok(ProviderAddr { id: key.id(), addr }));
-                    provider
+            let (provider, node) = match started {
+                Ok((provider, addr, node, control)) => {
+                    let _ = ready_tx.send(Ok((ProviderAddr { id: key.id(), addr }, control)));
+                    (provider, node)
                 }
                 Err(e) => return drop(ready_tx.send(Err(e))),
             };
@@ -161,15 +220,17 @@ fn start_provider(model: &str, workers: usize) -> anyhow::Result<ProviderProc> {
                     Ok(()) = kill_rx => {}
                 }
             });
-            // Drop every task and socket without a goodbye: robots see only silence.
+            // Drop every task and socket without a goodbye: robots and peers see only silence.
+            node.abort();
             tokio.shutdown_background();
             alive_in.store(false, Ordering::Relaxed);
         })?;
-    let addr = ready_rx
+    let (addr, control) = ready_rx
         .recv()
         .context("provider thread died while starting")??;
     Ok(ProviderProc {
         addr,
+        control,
         kill: Some(kill_tx),
         alive,
     })
@@ -190,12 +251,42 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         args.model,
         model.short()
     ));
-    let mut providers = (0..args.providers)
-        .map(|_| start_provider(&args.model, args.workers))
-        .collect::<anyhow::Result<Vec<_>>>()?;
-    for p in &providers {
-        say(format!("  provider {} on {}", p.addr.id, p.addr.addr));
+    // Sessions each provider takes: enough for every robot's k, spread over providers, and
+    // one more so that a failover finds room.
+    let slots = u32::try_from((args.robots * args.redundancy).div_ceil(args.providers) + 1)
+        .unwrap_or(u32::MAX);
+    let gpus = ganglion_runtime::accel::Gpus::detect();
+    let mut providers: Vec<ProviderProc> = Vec::with_capacity(args.providers);
+    for index in 0..args.providers {
+        // Any node can be a bootstrap peer: each provider joins through the first few started.
+        let bootstrap = providers
+            .iter()
+            .take(BOOTSTRAP_PEERS)
+            .filter_map(|p| p.control.first().cloned())
+            .collect();
+        providers.push(start_provider(ProviderPlan {
+            index,
+            model: args.model.clone(),
+            workers: args.workers,
+            slots,
+            bootstrap,
+            heartbeat: HEARTBEAT,
+            gpus: gpus.clone(),
+        })?);
     }
+    for (i, p) in providers.iter().enumerate() {
+        say(format!(
+            "  provider {} in {} on {}, asking {} per answer",
+            p.addr.id,
+            crate::market::provider_city(i),
+            p.addr.addr,
+            MicroTokens(crate::market::provider_price(i))
+        ));
+    }
+    let bootstrap: Vec<libp2p::Multiaddr> = providers
+        .iter()
+        .filter_map(|p| p.control.first().cloned())
+        .collect();
     let addrs: Vec<ProviderAddr> = providers.iter().map(|p| p.addr).collect();
     let alive: Vec<Arc<AtomicBool>> = providers.iter().map(|p| Arc::clone(&p.alive)).collect();
     let kill_after = args.kill_after_s.unwrap_or(args.duration_s / 2.0);
@@ -207,47 +298,35 @@ pub fn run(args: Args) -> anyhow::Result<()> {
     let tally = Arc::new(Tally::default());
     let (sessions, killed, took) = tokio.block_on(async {
         let mut sessions = Vec::new();
-        // Sessions each provider takes: enough for every robot's k, spread over providers.
-        let slots = u32::try_from((args.robots * args.redundancy).div_ceil(addrs.len()))
-            .unwrap_or(u32::MAX);
-        let gpus = ganglion_runtime::accel::Gpus::detect();
-        let mut book = crate::market::book(
-            &addrs,
-            model,
-            slots,
-            gpus.class(),
-            ganglion_net::clock::unix_ms(),
-        )?;
+        let mut nodes = Vec::new();
+        let mut keepers = Vec::new();
         for r in 0..args.robots {
-            // The market picks the robot's k providers; the rest, in the market's order, are spares.
-            let (site, placement, candidates) = crate::market::place_robot(
-                &mut book,
-                r,
-                model,
-                args.redundancy,
-                args.deadline_ms,
-                args.accelerator,
-                &addrs,
-            )?;
-            let chosen: Vec<String> = placement
-                .providers
-                .iter()
-                .map(|c| {
-                    let i = addrs.iter().position(|a| a.id == c.provider).unwrap_or(0);
-                    format!(
-                        "…{} ({}, {:.0} km)",
-                        c.provider.short(),
-                        crate::market::provider_site(i),
-                        c.distance_km
-                    )
-                })
-                .collect();
-            say(format!(
-                "  robot {r} in {site}: placed on {} at {} per answer",
-                chosen.join(" and "),
-                placement.price
-            ));
+            // Each robot joins the network, waits to hear the providers' offers, and places its
+            // session from its own view through the market.
             let key = nodes::fresh_key();
+            let node = ganglion_control::swarm::spawn(
+                &key,
+                swarm_config(bootstrap.clone(), HEARTBEAT),
+                None,
+            )?;
+            let (site, at) = crate::market::robot_site(r)?;
+            let want = crate::control::Want {
+                robot: at,
+                model,
+                deadline_us: u32::try_from(args.deadline_ms * 1000).unwrap_or(u32::MAX),
+                k: args.redundancy,
+                max_price: crate::market::MAX_PRICE,
+                accelerator: args.accelerator,
+            };
+            let discover = crate::control::Discover {
+                wait: DISCOVER,
+                expect: Some(args.providers),
+            };
+            let placed = crate::control::place(&node, &want, discover, |_, _| {})
+                .await
+                .with_context(|| format!("no placement for the robot in {site}"))?;
+            let heard = node.with_view(|v| v.len());
+            let candidates = crate::control::addrs(&placed);
             let endpoint = Endpoint::client(
                 Arc::clone(&key),
                 SocketAddr::from(([127, 0, 0, 1], 0)),
@@ -259,8 +338,41 @@ pub fn run(args: Args) -> anyhow::Result<()> {
                 deadline: Duration::from_millis(args.deadline_ms),
                 hedging: args.hedging(),
             };
-            let session = Session::open(key, endpoint, config, candidates).await?;
-            sessions.push(Arc::new(session));
+            let session = Arc::new(Session::open(key, endpoint, config, candidates).await?);
+            // Where the session landed: a provider whose slots filled since its last heartbeat
+            // refuses, and the robot takes its next candidate.
+            let on: Vec<String> = session
+                .status()
+                .active
+                .iter()
+                .map(|id| {
+                    let i = addrs.iter().position(|a| a.id == *id).unwrap_or(0);
+                    let km = placed
+                        .providers
+                        .iter()
+                        .chain(&placed.spares)
+                        .find(|(c, _)| c.provider == *id)
+                        .map_or(0.0, |(c, _)| c.distance_km);
+                    format!(
+                        "…{} ({}, {km:.0} km)",
+                        id.short(),
+                        crate::market::provider_city(i)
+                    )
+                })
+                .collect();
+            say(format!(
+                "  robot {r} in {site} heard {heard} offers: on {} at {} per answer",
+                on.join(" and "),
+                placed.price
+            ));
+            keepers.push(crate::control::keep_spares(
+                node.view(),
+                Arc::downgrade(&session),
+                want,
+                HEARTBEAT,
+            ));
+            nodes.push(node);
+            sessions.push(session);
         }
         say(format!(
             "{} robots sending {} Hz for {} s, deadline {} ms, k={}; a provider dies at {} s",
@@ -319,6 +431,12 @@ pub fn run(args: Args) -> anyhow::Result<()> {
             p.abort();
         }
         let killed = killer.await?;
+        for keeper in keepers {
+            keeper.abort();
+        }
+        for node in nodes {
+            node.stop().await;
+        }
         anyhow::Ok((sessions, killed, took))
     })?;
 

@@ -5,6 +5,7 @@
 mod bench;
 mod bench_batch;
 mod bench_ingest;
+mod bench_propagation;
 mod control;
 mod devnet;
 mod keys;

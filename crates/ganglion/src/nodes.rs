@@ -29,6 +29,9 @@ pub const DURATION_S_MAX: f64 = 24.0 * 3600.0;
 /// Longest per-request deadline.
 pub const DEADLINE_MS_MAX: u64 = 60_000;
 
+/// Longest a robot waits for the network to offer a placement.
+pub const DISCOVER_S_MAX: f64 = 600.0;
+
 /// Frames read from a `--frames` folder.
 pub const FRAMES_MAX: usize = 256;
 
@@ -167,14 +170,20 @@ pub fn provider(args: ProviderArgs) -> anyhow::Result<()> {
             Arc::clone(&key),
             args.listen,
             RuntimeService(Arc::clone(&runtime)),
-        )?;
+        )?
+        .with_slots(args.slots);
         let addr = args.advertise.unwrap_or(provider.local_addr()?);
         if addr.ip().is_unspecified() {
             bail!("--listen {addr} is a wildcard: say where robots reach this provider with --advertise HOST:PORT");
         }
         let offer =
             crate::control::offer(&runtime, addr, args.at, args.price, args.slots, &key, &gpus);
-        let publish = crate::control::provider_publish(offer, Arc::clone(&runtime), gpus);
+        let publish = crate::control::provider_publish(
+            offer,
+            Arc::clone(&runtime),
+            provider.stats(),
+            gpus,
+        );
         let node = crate::control::start(&key, &args.control, Some(publish)).await?;
         // Last: scripts may stop reading once they have the --provider value.
         println!("provider {} listening on {addr}", key.id());
@@ -190,8 +199,10 @@ pub fn provider(args: ProviderArgs) -> anyhow::Result<()> {
 
 #[derive(Debug, clap::Args)]
 pub struct RobotArgs {
-    /// A provider as DID@ADDRESS (repeat; the first --redundancy are used, the rest are spares).
-    #[arg(long = "provider", required = true)]
+    /// A provider as DID@ADDRESS (repeat; the first --redundancy are used, the rest are
+    /// spares). Without it, the robot joins the network (--bootstrap or --mdns) and places its
+    /// session from what it hears there.
+    #[arg(long = "provider")]
     providers: Vec<String>,
     /// Bundled model alias (blazeface, hand-landmark), or a 64-hex-digit model hash.
     #[arg(long, default_value = "blazeface")]
@@ -216,6 +227,21 @@ pub struct RobotArgs {
     /// Write the report as JSON here.
     #[arg(long)]
     json: Option<PathBuf>,
+    /// Where the robot is, as LAT,LON: the market places it on providers that light and
+    /// compute allow within the deadline from here.
+    #[arg(long, default_value = "48.857,2.352", value_parser = crate::control::parse_at)]
+    at: ganglion_types::Coordinates,
+    /// Most the robot pays per answer, micro-tokens (the auction's reserve price).
+    #[arg(long, default_value_t = 1_000)]
+    max_price: u64,
+    /// Least accelerator its providers must have: any, gpu or datacenter-gpu.
+    #[arg(long, default_value = "any")]
+    accelerator: ganglion_types::AcceleratorClass,
+    /// How long to wait for the network to offer a placement, seconds.
+    #[arg(long, default_value_t = 10.0)]
+    discover_s: f64,
+    #[command(flatten)]
+    control: crate::control::ControlArgs,
 }
 
 /// Parses `did:key:…@host:port`.
@@ -285,16 +311,65 @@ pub fn model_inputs(model: &str, frames: &[Rgb]) -> anyhow::Result<(ModelHash, V
 
 pub fn robot(args: RobotArgs) -> anyhow::Result<()> {
     check_run(args.rate_hz, args.duration_s, args.deadline_ms)?;
-    let providers = args
+    let listed = args
         .providers
         .iter()
         .map(|p| parse_provider(p))
         .collect::<anyhow::Result<Vec<_>>>()?;
+    if listed.is_empty() && !args.control.joins() {
+        bail!("say where providers are: --bootstrap MULTIADDR (or --mdns) to find them on the network, or --provider DID@ADDR");
+    }
+    if !(args.discover_s > 0.0 && args.discover_s <= DISCOVER_S_MAX) {
+        bail!("--discover-s must be above 0 and at most {DISCOVER_S_MAX}");
+    }
     let frames = load_frames(args.frames.as_deref())?;
     let (model, inputs) = model_inputs(&args.model, &frames)?;
     let key = Arc::new(keys::load_or_generate(args.key.as_deref())?);
     let tokio = tokio::runtime::Runtime::new()?;
     let report = tokio.block_on(async {
+        let want = crate::control::Want {
+            robot: args.at,
+            model,
+            deadline_us: u32::try_from(args.deadline_ms * 1000).unwrap_or(u32::MAX),
+            k: args.redundancy,
+            max_price: ganglion_types::MicroTokens(args.max_price),
+            accelerator: args.accelerator,
+        };
+        let node = if listed.is_empty() {
+            Some(
+                crate::control::start(&key, &args.control, None)
+                    .await
+                    .context("cannot join the control plane")?,
+            )
+        } else {
+            None
+        };
+        let providers = match &node {
+            None => listed,
+            Some(node) => {
+                let discover = crate::control::Discover {
+                    wait: Duration::from_secs_f64(args.discover_s),
+                    expect: None,
+                };
+                let placed = crate::control::place(node, &want, discover, |heard, why| {
+                    println!("waiting for offers: {heard} providers heard, {why}");
+                })
+                .await
+                .context("no placement from the network")?;
+                println!(
+                    "placed on {} at {} per answer (spares: {})",
+                    placed
+                        .providers
+                        .iter()
+                        .map(|(c, _)| format!("…{} ({:.0} km)", c.provider.short(), c.distance_km))
+                        .collect::<Vec<_>>()
+                        .join(", "),
+                    placed.price,
+                    placed.spares.len()
+                );
+                crate::control::addrs(&placed)
+            }
+        };
         let endpoint = Endpoint::client(
             Arc::clone(&key),
             SocketAddr::from(([0, 0, 0, 0], 0)),
@@ -307,6 +382,14 @@ pub fn robot(args: RobotArgs) -> anyhow::Result<()> {
             hedging: ganglion_client::Hedging::AllAtOnce,
         };
         let session = Arc::new(Session::open(key, endpoint, config, providers.clone()).await?);
+        let keeper = node.as_ref().map(|node| {
+            crate::control::keep_spares(
+                node.view(),
+                Arc::downgrade(&session),
+                want,
+                args.control.heartbeat(),
+            )
+        });
         println!(
             "robot session open on {:?}",
             session
@@ -325,6 +408,12 @@ pub fn robot(args: RobotArgs) -> anyhow::Result<()> {
         let progress = tokio::spawn(print_progress(Arc::clone(&tally), None));
         let took = drive(Arc::clone(&session), plan, Arc::clone(&tally)).await;
         progress.abort();
+        if let Some(keeper) = keeper {
+            keeper.abort();
+        }
+        if let Some(node) = node {
+            node.stop().await;
+        }
         anyhow::Ok(Report {
             model: args.model.clone(),
             providers_started: providers.len(),

@@ -144,53 +144,67 @@ impl Drop for Proc {
     }
 }
 
-/// Starts `ganglion provider` on a free port and reads the `--provider` value it prints.
-fn start_provider() -> (Proc, String) {
-    let mut child = ganglion()
-        .args(["provider", "--listen", "127.0.0.1:0"])
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
-    let stdout = child.stdout.take().unwrap();
-    let mut lines = BufReader::new(stdout).lines();
-    let flag = loop {
-        let line = lines.next().expect("provider printed its address").unwrap();
-        if let Some(rest) = line.strip_prefix("robots can use it with: --provider ") {
-            break rest.to_owned();
-        }
-    };
-    (Proc(child), flag)
+/// Starts `ganglion provider` on a free port asking `price` per answer, joining through
+/// `bootstrap` (none: it is the first node), and returns it with its control-plane address.
+fn start_provider(price: u32, bootstrap: Option<&str>) -> (Proc, String) {
+    let mut cmd = ganglion();
+    cmd.args([
+        "provider",
+        "--listen",
+        "127.0.0.1:0",
+        "--heartbeat-ms",
+        "500",
+    ])
+    .args(["--price", &price.to_string()])
+    .stdout(Stdio::piped())
+    .stderr(Stdio::null());
+    if let Some(boot) = bootstrap {
+        cmd.args(["--bootstrap", boot]);
+    }
+    let mut child = Proc(cmd.spawn().unwrap());
+    let rx = lines(&mut child.0);
+    let control = wait_for(&rx, "control plane:", Duration::from_secs(60));
+    wait_for(&rx, "robots can use it with", Duration::from_secs(10));
+    let control = control.trim_start_matches("control plane: ").to_owned();
+    (child, control)
 }
 
+/// Three providers and a robot as separate processes that find each other through one
+/// bootstrap address only: the robot places its session from its own view (the two cheapest,
+/// then the third as a spare), and a SIGKILLed provider costs it no request.
 #[test]
-fn separate_processes_survive_a_sigkilled_provider() {
+fn separate_processes_find_each_other_and_survive_a_sigkilled_provider() {
     let _heavy = heavy();
-    let mut providers: Vec<(Proc, String)> = (0..3).map(|_| start_provider()).collect();
+    let first = start_provider(100, None);
+    let boot = first.1.clone();
+    let mut providers = vec![first];
+    for price in [110, 120] {
+        providers.push(start_provider(price, Some(&boot)));
+    }
     let json = temp_path("robot.json");
-    let mut robot = ganglion();
-    robot
+    // The robot ends by itself after its run; a failed assertion leaves it to do so.
+    let mut robot = ganglion()
+        .args(["robot", "--bootstrap", &boot, "--heartbeat-ms", "500"])
         .args([
-            "robot",
             "--rate-hz",
             "10",
             "--duration-s",
             "4",
             "--deadline-ms",
             "300",
-            "--json",
         ])
-        .arg(&json);
-    for (_, flag) in &providers {
-        robot.args(["--provider", flag]);
-    }
-    let robot = robot
-        .stdout(Stdio::null())
+        .arg("--json")
+        .arg(&json)
+        .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .spawn()
         .unwrap();
-    std::thread::sleep(Duration::from_millis(2000));
-    // SIGKILL the first provider: it is in the robot's active pair.
+    let robot_lines = lines(&mut robot);
+    let placed = wait_for(&robot_lines, "placed on", Duration::from_secs(20));
+    assert!(placed.contains("spares: 1"), "{placed}");
+    wait_for(&robot_lines, "robot session open", Duration::from_secs(10));
+    std::thread::sleep(Duration::from_millis(1_000));
+    // SIGKILL the cheapest provider: it is in the robot's active pair.
     providers[0].0 .0.kill().unwrap();
     let out = robot.wait_with_output().unwrap();
     let report = every_request_answered(&out, &json, 30);
@@ -202,6 +216,18 @@ fn separate_processes_survive_a_sigkilled_provider() {
     );
     providers.clear();
     let _ = std::fs::remove_file(json);
+}
+
+#[test]
+fn a_robot_with_nowhere_to_go_says_so() {
+    let out = ganglion()
+        .args(["robot", "--duration-s", "1"])
+        .env("RUST_BACKTRACE", "0")
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("--bootstrap"), "{err}");
 }
 
 #[test]
@@ -372,8 +398,16 @@ fn providers_and_watchers_find_each_other_and_notice_a_killed_provider() {
             Duration::from_millis(1_500 + 3_000),
         );
     }
-    let _back = provider(Some(&key));
+    // A (re)started provider's offer reaches every node within 2 s of its start-up line.
+    let mut back = provider(Some(&key));
+    let back_lines = lines(&mut back.0);
+    wait_for(&back_lines, "provider did:key", Duration::from_secs(60));
+    let started = std::time::Instant::now();
     for rx in [&first_lines, &second_lines] {
-        wait_for(rx, &format!("+ {did}"), Duration::from_secs(20));
+        wait_for(rx, &format!("+ {did}"), Duration::from_secs(2));
     }
+    eprintln!(
+        "restarted provider in every view after {:?}",
+        started.elapsed()
+    );
 }
