@@ -1,0 +1,222 @@
+//! The provider's ledger: what each session owes and the latest voucher it paid with.
+//!
+//! Rules:
+//! - A voucher counts only if the robot the session was opened by signed it (EIP-712, for this
+//!   provider's address and this session), its cumulative amount is higher than the last one
+//!   kept (equal is a replay, lower is stale), and it stays within the session's budget.
+//! - Every answer the provider sends adds the agreed price to what the session owes, whether
+//!   or not it won the race: a hedge is a cost the robot chooses.
+//! - [`Ledger::behind`] is what is owed and not yet covered by a voucher; a provider stops
+//!   serving a session that is more than its allowance behind.
+//! - The ledger holds at most [`SESSIONS_MAX`] sessions; closed ones keep their latest voucher
+//!   until [`Ledger::take_closed`] hands them to settlement.
+
+use std::collections::HashMap;
+
+use ganglion_types::MicroTokens;
+
+use crate::voucher::{Address, Domain, SignedVoucher, VoucherError};
+
+/// Most sessions one ledger tracks at once.
+pub const SESSIONS_MAX: usize = 100_000;
+
+/// Why a voucher or a session was refused.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum LedgerError {
+    #[error("forged voucher: {0}")]
+    Forged(VoucherError),
+    #[error("voucher names session {voucher}, presented on session {session}")]
+    OtherSession { voucher: u64, session: u64 },
+    #[error("voucher is for {named}, not this provider ({me})")]
+    OtherProvider { named: Address, me: Address },
+    #[error("voucher signed by {signer}, the session belongs to {robot}")]
+    OtherRobot { signer: Address, robot: Address },
+    #[error("voucher for {got} is not above the last one kept ({held})")]
+    NotIncreasing { got: MicroTokens, held: MicroTokens },
+    #[error("voucher for {got} is over the session's budget of {budget}")]
+    OverBudget {
+        got: MicroTokens,
+        budget: MicroTokens,
+    },
+    #[error("no open session {0} from this robot")]
+    UnknownSession(u64),
+    #[error("session {0} is already open")]
+    Duplicate(u64),
+    #[error("the ledger is full ({0} sessions)")]
+    Full(usize),
+    #[error("amount overflow")]
+    Overflow,
+}
+
+#[derive(Debug, Clone)]
+struct Account {
+    budget: MicroTokens,
+    owed: MicroTokens,
+    latest: Option<SignedVoucher>,
+    open: bool,
+}
+
+impl Account {
+    fn paid(&self) -> MicroTokens {
+        self.latest
+            .map_or(MicroTokens::ZERO, |v| v.voucher.cumulative)
+    }
+}
+
+/// A provider's ledger.
+#[derive(Debug)]
+pub struct Ledger {
+    me: Address,
+    domain: Domain,
+    accounts: HashMap<(Address, u64), Account>,
+}
+
+impl Ledger {
+    /// The ledger of the provider paid at `me`, for vouchers redeemable in `domain`.
+    pub fn new(me: Address, domain: Domain) -> Self {
+        Self {
+            me,
+            domain,
+            accounts: HashMap::new(),
+        }
+    }
+
+    /// Opens `session` for the robot paying from `robot` (an address whose binding to the
+    /// robot's node identity the caller checked), with the robot's `budget`.
+    pub fn open(
+        &mut self,
+        robot: Address,
+        session: u64,
+        budget: MicroTokens,
+    ) -> Result<(), LedgerError> {
+        if self.accounts.contains_key(&(robot, session)) {
+            return Err(LedgerError::Duplicate(session));
+        }
+        if self.accounts.len() >= SESSIONS_MAX {
+            return Err(LedgerError::Full(self.accounts.len()));
+        }
+        self.accounts.insert(
+            (robot, session),
+            Account {
+                budget,
+                owed: MicroTokens::ZERO,
+                latest: None,
+                open: true,
+            },
+        );
+        Ok(())
+    }
+
+    fn account(&mut self, robot: Address, session: u64) -> Result<&mut Account, LedgerError> {
+        self.accounts
+            .get_mut(&(robot, session))
+            .ok_or(LedgerError::UnknownSession(session))
+    }
+
+    /// Records an answer sent at `price`: the session owes it now.
+    pub fn answered(
+        &mut self,
+        robot: Address,
+        session: u64,
+        price: MicroTokens,
+    ) -> Result<MicroTokens, LedgerError> {
+        let account = self.account(robot, session)?;
+        account.owed = account
+            .owed
+            .checked_add(price)
+            .ok_or(LedgerError::Overflow)?;
+        Ok(account.owed)
+    }
+
+    /// Checks a voucher presented on `session` by `robot` and keeps it if it is good; returns
+    /// by how much it raised what the session has paid.
+    pub fn accept(
+        &mut self,
+        robot: Address,
+        session: u64,
+        voucher: &SignedVoucher,
+    ) -> Result<MicroTokens, LedgerError> {
+        let v = voucher.voucher;
+        if v.session != session {
+            return Err(LedgerError::OtherSession {
+                voucher: v.session,
+                session,
+            });
+        }
+        if v.provider != self.me {
+            return Err(LedgerError::OtherProvider {
+                named: v.provider,
+                me: self.me,
+            });
+        }
+        if v.robot != robot {
+            return Err(LedgerError::OtherRobot {
+                signer: v.robot,
+                robot,
+            });
+        }
+        let domain = self.domain;
+        let account = self.account(robot, session)?;
+        let held = account.paid();
+        if v.cumulative <= held {
+            return Err(LedgerError::NotIncreasing {
+                got: v.cumulative,
+                held,
+            });
+        }
+        if v.cumulative > account.budget {
+            return Err(LedgerError::OverBudget {
+                got: v.cumulative,
+                budget: account.budget,
+            });
+        }
+        // The signature last: the cheap checks first turn away floods of stale vouchers.
+        voucher.verify(&domain).map_err(LedgerError::Forged)?;
+        account.latest = Some(*voucher);
+        v.cumulative.checked_sub(held).ok_or(LedgerError::Overflow)
+    }
+
+    /// What the session owes beyond its latest voucher.
+    pub fn behind(&self, robot: Address, session: u64) -> MicroTokens {
+        self.accounts
+            .get(&(robot, session))
+            .map_or(MicroTokens::ZERO, |a| {
+                a.owed.checked_sub(a.paid()).unwrap_or(MicroTokens::ZERO)
+            })
+    }
+
+    /// The latest voucher kept for a session.
+    pub fn latest(&self, robot: Address, session: u64) -> Option<&SignedVoucher> {
+        self.accounts
+            .get(&(robot, session))
+            .and_then(|a| a.latest.as_ref())
+    }
+
+    /// Sum of every session's latest voucher (what settlement would redeem now).
+    pub fn total_paid(&self) -> Option<MicroTokens> {
+        self.accounts
+            .values()
+            .try_fold(MicroTokens::ZERO, |sum, a| sum.checked_add(a.paid()))
+    }
+
+    /// Marks a session closed: no more answers are counted, its latest voucher is kept.
+    pub fn close(&mut self, robot: Address, session: u64) {
+        if let Some(account) = self.accounts.get_mut(&(robot, session)) {
+            account.open = false;
+        }
+    }
+
+    /// Removes closed sessions and returns their latest vouchers, for redemption.
+    pub fn take_closed(&mut self) -> Vec<SignedVoucher> {
+        let mut out = Vec::new();
+        self.accounts.retain(|_, a| {
+            if a.open {
+                return true;
+            }
+            out.extend(a.latest);
+            false
+        });
+        out
+    }
+}
