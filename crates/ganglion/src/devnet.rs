@@ -360,10 +360,19 @@ pub fn run(args: Args) -> anyhow::Result<()> {
                     )
                 })
                 .collect();
+            let first_choice = session
+                .status()
+                .active
+                .iter()
+                .all(|id| placed.providers.iter().any(|(c, _)| c.provider == *id));
+            let terms = if first_choice {
+                format!("at {} per answer", placed.price)
+            } else {
+                "on spares: the market's first choices were full".to_owned()
+            };
             say(format!(
-                "  robot {r} in {site} heard {heard} offers: on {} at {} per answer",
+                "  robot {r} in {site} heard {heard} offers: on {} {terms}",
                 on.join(" and "),
-                placed.price
             ));
             keepers.push(crate::control::keep_spares(
                 node.view(),
