@@ -8,6 +8,8 @@
 //!   requests.
 //! - [`session`]: the session: hedged requests over k links, signature and shape checks,
 //!   failover to spares so that a provider's death costs the robot nothing.
+//! - [`wallet`]: pay per answer: a cumulative EIP-712 voucher to a provider after each of its
+//!   answers, within the session's budget.
 //!
 //! This crate is a driver: it owns connections and reads the clock.
 #![allow(clippy::disallowed_methods)]
@@ -15,7 +17,9 @@
 pub mod health;
 pub mod link;
 pub mod session;
+pub mod wallet;
 
 pub use session::{
     Answered, Hedging, OpenError, ProviderAddr, RequestError, Session, SessionConfig, SessionStatus,
 };
+pub use wallet::{Payment, Wallet};

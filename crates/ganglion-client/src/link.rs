@@ -12,15 +12,17 @@ use std::time::{Duration, Instant};
 
 use ganglion_net::{clock, ConnectError, Connection, Endpoint, FrameReader, FrameWriter};
 use ganglion_net::{RecvStream, SendStream};
+use ganglion_types::pay::{Address, SignedVoucher};
 use ganglion_types::proto::{
     AnswerClaim, Done, Outcome, Refusal, RequestId, ServeError, SessionId, SessionOpen, TensorSpec,
     ToProvider, ToRobot,
 };
 use ganglion_types::{tensor, Envelope, ModelHash, NodeId, NodeKey, PublicKey};
-use tokio::sync::mpsc;
+use tokio::sync::{mpsc, watch};
 use tracing::{debug, warn};
 
 use crate::health::{DownReason, Event, Health};
+use crate::wallet::Wallet;
 
 /// Encoded request frames waiting to be written to one provider. A provider this far behind
 /// is congested; new requests skip it (the other providers answer).
@@ -117,6 +119,10 @@ pub struct Link {
     latencies: Mutex<LatencyWindow>,
     /// Tells the session's supervisor that this link went down.
     down_tx: mpsc::Sender<(NodeId, DownReason)>,
+    /// A paid session: the wallet, where the provider is paid, and the latest voucher for the
+    /// writer to send (only the latest matters: each supersedes the one before).
+    pay: Option<(Arc<Wallet>, Address)>,
+    vouchers: watch::Sender<Option<SignedVoucher>>,
 }
 
 impl std::fmt::Debug for Link {
@@ -136,6 +142,7 @@ pub struct OpenParams {
     pub session: SessionId,
     pub model: ModelHash,
     pub seq: u64,
+    pub wallet: Option<Arc<Wallet>>,
 }
 
 impl Link {
@@ -158,6 +165,7 @@ impl Link {
             session: params.session,
             provider: provider.id,
             model: params.model,
+            pay: params.wallet.as_ref().map(|w| w.terms()),
         };
         let envelope = Envelope::seal(
             &params.key,
@@ -188,6 +196,9 @@ impl Link {
             }
         };
         let (outbox, outbox_rx) = mpsc::channel(OUTBOX_MAX);
+        let (vouchers, vouchers_rx) = watch::channel(None);
+        // A provider that names no payee serves for free: nothing to pay.
+        let pay = params.wallet.clone().zip(opened.pay_to);
         let link = Arc::new(Self {
             provider,
             key,
@@ -200,8 +211,15 @@ impl Link {
             alive: AtomicBool::new(true),
             latencies: Mutex::new(LatencyWindow::default()),
             down_tx,
+            pay,
+            vouchers,
         });
-        tokio::spawn(write_requests(Arc::clone(&link), writer, outbox_rx));
+        tokio::spawn(write_requests(
+            Arc::clone(&link),
+            writer,
+            outbox_rx,
+            vouchers_rx,
+        ));
         tokio::spawn(read_answers(Arc::clone(&link), reader));
         debug!(provider = %provider.id, "link open");
         Ok(link)
@@ -334,6 +352,11 @@ impl Link {
             Outcome::Failed(_) => Event::Error,
         };
         self.record(event);
+        if let (Event::Answered { .. }, Some((wallet, to))) = (event, &self.pay) {
+            if let Some(voucher) = wallet.pay(self.provider.id, *to) {
+                self.vouchers.send_replace(Some(voucher));
+            }
+        }
         if event != Event::BadAnswer {
             let _ = pending
                 .waiter
@@ -368,9 +391,26 @@ async fn write_requests(
     link: Arc<Link>,
     mut writer: FrameWriter<SendStream>,
     mut rx: mpsc::Receiver<Arc<Vec<u8>>>,
+    mut vouchers: watch::Receiver<Option<SignedVoucher>>,
 ) {
-    while let Some(frame) = rx.recv().await {
-        if writer.send_raw(&frame).await.is_err() {
+    loop {
+        let sent = tokio::select! {
+            frame = rx.recv() => match frame {
+                Some(frame) => writer.send_raw(&frame).await,
+                None => return,
+            },
+            changed = vouchers.changed() => {
+                if changed.is_err() {
+                    return;
+                }
+                let latest = *vouchers.borrow_and_update();
+                match latest {
+                    Some(voucher) => writer.send(&ToProvider::Voucher(voucher)).await,
+                    None => Ok(()),
+                }
+            }
+        };
+        if sent.is_err() {
             link.record(Event::Disconnected);
             return;
         }

@@ -15,13 +15,14 @@ use ganglion_net::{clock, Endpoint};
 use ganglion_types::proto::{
     Outcome, Refusal, Request, RequestId, ServeError, SessionId, ToProvider,
 };
-use ganglion_types::{tensor, wire, ModelHash, NodeId, NodeKey, Tensor};
+use ganglion_types::{tensor, wire, MicroTokens, ModelHash, NodeId, NodeKey, Tensor};
 use tokio::sync::mpsc;
 use tracing::{info, warn};
 
 use crate::health::DownReason;
 pub use crate::link::ProviderAddr;
 use crate::link::{Link, LinkError, OpenParams};
+use crate::wallet::{Payment, Wallet};
 use ganglion_market::hedge::{self, Class, Hedge};
 
 /// Default redundancy: every request to two providers.
@@ -44,6 +45,8 @@ pub struct SessionConfig {
     pub deadline: Duration,
     /// When the copies of a request go out.
     pub hedging: Hedging,
+    /// How the session pays its providers (`None`: free providers only).
+    pub pay: Option<Payment>,
 }
 
 /// When the k copies of a request go out.
@@ -91,6 +94,11 @@ pub enum RequestError {
     DeadlineMissed(Duration),
     #[error("every provider failed this request; last error: {0}")]
     AllFailed(String),
+    #[error("the session's budget is spent: {left} left, {needed} needed for this request")]
+    Budget {
+        left: MicroTokens,
+        needed: MicroTokens,
+    },
 }
 
 /// A snapshot of the session's state.
@@ -103,6 +111,9 @@ pub struct SessionStatus {
     /// Requests made and copies sent: copies / requests − 1 is the extra load hedging cost.
     pub requests: u64,
     pub copies: u64,
+    /// What the session's vouchers add up to, and the cumulative amount per provider.
+    pub spent: MicroTokens,
+    pub paid: Vec<(NodeId, MicroTokens)>,
 }
 
 struct Inner {
@@ -151,13 +162,19 @@ impl Session {
         // A session id need only be unlikely to collide: the robot's key authenticates it.
         getrandom::getrandom(&mut session_id).map_err(|e| OpenError::Random(e.to_string()))?;
         let (down_tx, down_rx) = mpsc::channel(REDUNDANCY_MAX * 4);
+        let session = SessionId(u64::from_le_bytes(session_id));
+        let wallet = config
+            .pay
+            .clone()
+            .map(|payment| Arc::new(Wallet::new(payment, session.0)));
         let inner = Arc::new(Inner {
             params: OpenParams {
                 key,
                 endpoint,
-                session: SessionId(u64::from_le_bytes(session_id)),
+                session,
                 model: config.model,
                 seq: 0,
+                wallet,
             },
             config,
             active: RwLock::new(Vec::new()),
@@ -194,6 +211,17 @@ impl Session {
             down: inner.down.lock().map(|d| d.clone()).unwrap_or_default(),
             requests: inner.requests.load(Ordering::Relaxed),
             copies: inner.copies.load(Ordering::Relaxed),
+            spent: inner
+                .params
+                .wallet
+                .as_ref()
+                .map_or(MicroTokens::ZERO, |w| w.spent()),
+            paid: inner
+                .params
+                .wallet
+                .as_ref()
+                .map(|w| w.paid())
+                .unwrap_or_default(),
         }
     }
 
@@ -294,6 +322,17 @@ impl Inner {
         })));
 
         let links = self.links();
+        if let Some(wallet) = &self.params.wallet {
+            // Every copy may be answered, and every answer is paid.
+            let needed = wallet
+                .price()
+                .checked_mul(links.len() as u64)
+                .unwrap_or(MicroTokens(u64::MAX));
+            let left = wallet.left();
+            if left < needed {
+                return Err(RequestError::Budget { left, needed });
+            }
+        }
         let (tx, mut rx) = mpsc::channel(links.len().max(1));
         let send = |wave: &[Arc<Link>]| {
             wave.iter()

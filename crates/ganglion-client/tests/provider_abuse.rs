@@ -51,6 +51,7 @@ async fn honest_session_on(
         redundancy: 1,
         deadline: Duration::from_secs(2),
         hedging: ganglion_client::Hedging::AllAtOnce,
+        pay: None,
     };
     Session::open(key, endpoint, config, providers).await
 }
@@ -172,6 +173,7 @@ async fn session_opens_that_are_forged_replayed_or_misaddressed_are_refused() {
         session: SessionId(1),
         provider: provider_id,
         model: EchoService::model(),
+        pay: None,
     };
     let expiry = clock::unix_ms() + 30_000;
 
@@ -208,6 +210,7 @@ async fn session_opens_that_are_forged_replayed_or_misaddressed_are_refused() {
                 session: SessionId(1),
                 provider: provider.id,
                 model: unknown,
+                pay: None,
             },
         )
     })

@@ -72,6 +72,7 @@ fn echo_config(k: usize, deadline_ms: u64) -> SessionConfig {
         redundancy: k,
         deadline: Duration::from_millis(deadline_ms),
         hedging: ganglion_client::Hedging::AllAtOnce,
+        pay: None,
     }
 }
 
@@ -206,6 +207,7 @@ async fn rogue_provider(key: Arc<NodeKey>, endpoint: Endpoint) {
                 alias: "echo".into(),
                 inputs: spec.clone(),
                 outputs: spec,
+                pay_to: None,
             };
             writer.send(&ToRobot::Opened(opened)).await.unwrap();
             let _ = key;

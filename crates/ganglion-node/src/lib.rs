@@ -13,5 +13,5 @@
 pub mod provider;
 pub mod service;
 
-pub use provider::{Provider, ProviderStats};
+pub use provider::{PayConfig, Provider, ProviderStats, ALLOWANCE_ANSWERS_DEFAULT};
 pub use service::{EchoService, ModelInfo, RuntimeService, Service};

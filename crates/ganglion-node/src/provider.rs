@@ -14,12 +14,14 @@ use std::time::{Duration, Instant};
 use ganglion_net::endpoint::FramedStream;
 use ganglion_net::{clock, ConnectError, Connection, Endpoint, TransportConfig};
 use ganglion_net::{RecvStream, SendStream};
+use ganglion_settle::Ledger;
 use ganglion_types::limits::ERROR_TEXT_BYTES_MAX;
+use ganglion_types::pay::{Address, Domain};
 use ganglion_types::proto::{
     truncate_text, Answer, AnswerClaim, Done, Outcome, Refusal, Request, ServeError, SessionOpen,
     SessionOpened, ToProvider, ToRobot,
 };
-use ganglion_types::{ModelHash, NodeId, NodeKey, ReplayGuard};
+use ganglion_types::{MicroTokens, ModelHash, NodeId, NodeKey, ReplayGuard};
 use tokio::sync::{mpsc, Semaphore};
 use tracing::{debug, info, warn};
 
@@ -50,6 +52,37 @@ pub struct ProviderStats {
     pub answered: AtomicU64,
     pub refused: AtomicU64,
     pub protocol_errors: AtomicU64,
+    /// Vouchers kept, and vouchers refused (forged, stale, over budget, for another session).
+    pub vouchers: AtomicU64,
+    pub vouchers_refused: AtomicU64,
+    /// Requests refused because their session's vouchers fell behind.
+    pub unpaid: AtomicU64,
+}
+
+/// How a provider is paid.
+#[derive(Debug, Clone, Copy)]
+pub struct PayConfig {
+    /// Where vouchers must be made out to.
+    pub address: Address,
+    /// The chain and escrow contract vouchers are redeemed at.
+    pub domain: Domain,
+    /// Least price per answer accepted.
+    pub price: MicroTokens,
+    /// Answers a session may owe beyond its latest voucher; past that the provider answers
+    /// [`ServeError::Unpaid`] until a voucher catches up (vouchers follow answers by a round
+    /// trip, so this covers the requests a robot has in flight).
+    pub allowance_answers: u64,
+}
+
+/// Default [`PayConfig::allowance_answers`].
+pub const ALLOWANCE_ANSWERS_DEFAULT: u64 = 16;
+
+/// A paid session's account, as the stream serving it sees it.
+#[derive(Debug, Clone, Copy)]
+struct Payer {
+    robot: Address,
+    session: u64,
+    price: MicroTokens,
 }
 
 /// A provider: identity, endpoint and service.
@@ -61,6 +94,8 @@ pub struct Provider<S> {
     guard: Arc<Mutex<ReplayGuard>>,
     stats: Arc<ProviderStats>,
     slots: u32,
+    pay: Option<PayConfig>,
+    ledger: Arc<Mutex<Ledger>>,
 }
 
 impl<S: Service> Provider<S> {
@@ -74,7 +109,22 @@ impl<S: Service> Provider<S> {
             guard: Arc::new(Mutex::new(ReplayGuard::default())),
             stats: Arc::new(ProviderStats::default()),
             slots: u32::MAX,
+            pay: None,
+            ledger: Arc::new(Mutex::new(Ledger::new(Address([0; 20]), FREE_DOMAIN))),
         })
+    }
+
+    /// Serves paid sessions only, at `pay.price` per answer or more.
+    #[must_use]
+    pub fn with_pay(mut self, pay: PayConfig) -> Self {
+        self.ledger = Arc::new(Mutex::new(Ledger::new(pay.address, pay.domain)));
+        self.pay = Some(pay);
+        self
+    }
+
+    /// The ledger of vouchers (shared: it outlives the provider, for settlement).
+    pub fn ledger(&self) -> Arc<Mutex<Ledger>> {
+        Arc::clone(&self.ledger)
     }
 
     /// Takes at most `slots` sessions at once; a session open past that is refused
@@ -110,6 +160,8 @@ impl<S: Service> Provider<S> {
             guard: self.guard,
             stats: self.stats,
             slots: self.slots,
+            pay: self.pay,
+            ledger: self.ledger,
         });
         info!(provider = %shared.key.id(), addr = ?self.endpoint.local_addr().ok(), "provider serving");
         while let Some(incoming) = self.endpoint.accept().await {
@@ -130,6 +182,23 @@ struct Shared<S> {
     guard: Arc<Mutex<ReplayGuard>>,
     stats: Arc<ProviderStats>,
     slots: u32,
+    pay: Option<PayConfig>,
+    ledger: Arc<Mutex<Ledger>>,
+}
+
+/// The domain of a free provider's empty ledger (never used to check a voucher).
+const FREE_DOMAIN: Domain = Domain {
+    chain_id: 0,
+    contract: Address([0; 20]),
+};
+
+/// A paid session being opened: its ledger account and the stream's view of it.
+#[derive(Debug, Clone, Copy)]
+struct Opening {
+    robot: Address,
+    session: u64,
+    budget: MicroTokens,
+    payer: Payer,
 }
 
 /// A taken session slot, given back when the session ends however it ends.
@@ -201,24 +270,31 @@ impl<S: Service> Shared<S> {
             .ok_or(SessionEnd::Closed)?;
         let open = match ToProvider::decode(open) {
             Ok(ToProvider::Open(envelope)) => envelope,
-            Ok(ToProvider::Request(_)) => {
+            Ok(ToProvider::Request(_) | ToProvider::Voucher(_)) => {
                 return Err(SessionEnd::Protocol("request before session open".into()))
             }
             Err(e) => return Err(SessionEnd::Protocol(e.to_string())),
         };
-        let accepted = self.accept_open(robot, &open).and_then(|opened| {
-            let slot =
-                Slot::take(&self.stats, self.slots).ok_or(Refusal::Full { slots: self.slots })?;
-            Ok((opened, slot))
-        });
-        let (model, _slot) = match accepted {
-            Ok((opened, slot)) => {
+        let accepted = self
+            .accept_open(robot, &open)
+            .and_then(|(opened, opening)| {
+                let slot = Slot::take(&self.stats, self.slots)
+                    .ok_or(Refusal::Full { slots: self.slots })?;
+                if let Some(o) = opening {
+                    self.lock_ledger()
+                        .open(o.robot, o.session, o.budget)
+                        .map_err(|e| Refusal::BadPayment(e.to_string()))?;
+                }
+                Ok((opened, slot, opening.map(|o| o.payer)))
+            });
+        let (model, _slot, payer) = match accepted {
+            Ok((opened, slot, payer)) => {
                 let model = opened.model;
                 writer
                     .send(&ToRobot::Opened(opened))
                     .await
                     .map_err(|_| SessionEnd::Closed)?;
-                (model, slot)
+                (model, slot, payer)
             }
             Err(refusal) => {
                 self.stats.refused.fetch_add(1, Ordering::Relaxed);
@@ -230,17 +306,61 @@ impl<S: Service> Shared<S> {
         self.stats.sessions.fetch_add(1, Ordering::Relaxed);
         let (outbox, rx) = mpsc::channel(SESSION_OUTBOX_MAX);
         let writing = tokio::spawn(write_answers(writer, rx));
-        let result = self.serve_requests(model, &mut reader, &outbox).await;
+        let result = self
+            .serve_requests(model, payer, &mut reader, &outbox)
+            .await;
+        if let Some(p) = payer {
+            self.lock_ledger().close(p.robot, p.session);
+        }
         drop(outbox);
         let _ = writing.await;
         result
+    }
+
+    fn lock_ledger(&self) -> std::sync::MutexGuard<'_, Ledger> {
+        self.ledger
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    /// Checks a paid session's terms: the robot's pay key bound to the connection's identity,
+    /// a price no lower than asked.
+    fn accept_pay(&self, robot: NodeId, open: &SessionOpen) -> Result<Option<Opening>, Refusal> {
+        let Some(config) = self.pay else {
+            return Ok(None);
+        };
+        let terms = open.pay.ok_or(Refusal::Unpaid)?;
+        if terms.binding.node != robot {
+            return Err(Refusal::BadPayment(
+                "pay key bound to another node than the connection's".into(),
+            ));
+        }
+        terms
+            .binding
+            .verify(&config.domain)
+            .map_err(|e| Refusal::BadPayment(e.to_string()))?;
+        if terms.price < config.price {
+            return Err(Refusal::PriceTooLow {
+                asked: config.price,
+            });
+        }
+        Ok(Some(Opening {
+            robot: terms.binding.address,
+            session: open.session.0,
+            budget: terms.budget,
+            payer: Payer {
+                robot: terms.binding.address,
+                session: open.session.0,
+                price: terms.price,
+            },
+        }))
     }
 
     fn accept_open(
         &self,
         robot: NodeId,
         envelope: &ganglion_types::Envelope,
-    ) -> Result<SessionOpened, Refusal> {
+    ) -> Result<(SessionOpened, Option<Opening>), Refusal> {
         if envelope.author != robot {
             return Err(Refusal::BadOpen(
                 "signed by another node than the connection's".into(),
@@ -262,19 +382,54 @@ impl<S: Service> Shared<S> {
             .service
             .describe(&open.model)
             .ok_or(Refusal::UnknownModel(open.model))?;
+        let opening = self.accept_pay(robot, &open)?;
         debug!(robot = %robot, session = open.session.0, model = %open.model.short(), "session opened");
-        Ok(SessionOpened {
-            session: open.session,
-            model: open.model,
-            alias: info.alias,
-            inputs: info.inputs,
-            outputs: info.outputs,
-        })
+        Ok((
+            SessionOpened {
+                session: open.session,
+                model: open.model,
+                alias: info.alias,
+                inputs: info.inputs,
+                outputs: info.outputs,
+                pay_to: self.pay.map(|p| p.address),
+            },
+            opening,
+        ))
+    }
+
+    /// Keeps a voucher if it is good; logs and counts it if not.
+    fn take_voucher(&self, payer: Option<Payer>, voucher: &ganglion_types::pay::SignedVoucher) {
+        let Some(p) = payer else {
+            self.stats.vouchers_refused.fetch_add(1, Ordering::Relaxed);
+            warn!("voucher on a free session: ignored");
+            return;
+        };
+        match self.lock_ledger().accept(p.robot, p.session, voucher) {
+            Ok(_) => {
+                self.stats.vouchers.fetch_add(1, Ordering::Relaxed);
+            }
+            Err(e) => {
+                self.stats.vouchers_refused.fetch_add(1, Ordering::Relaxed);
+                warn!(robot = %p.robot, session = p.session, error = %e, "voucher refused");
+            }
+        }
+    }
+
+    /// Why a paid session may not be served now: its vouchers are too far behind.
+    fn unpaid(&self, payer: Option<Payer>) -> Option<ServeError> {
+        let p = payer?;
+        let config = self.pay?;
+        let behind = self.lock_ledger().behind(p.robot, p.session);
+        // Serving one more may leave at most the allowance unpaid.
+        let allowance = p.price.checked_mul(config.allowance_answers)?;
+        let after = behind.checked_add(p.price)?;
+        (after > allowance).then_some(ServeError::Unpaid { behind })
     }
 
     async fn serve_requests(
         self: &Arc<Self>,
         model: ModelHash,
+        payer: Option<Payer>,
         reader: &mut ganglion_net::FrameReader<RecvStream>,
         outbox: &mpsc::Sender<ToRobot>,
     ) -> Result<(), SessionEnd> {
@@ -289,6 +444,10 @@ impl<S: Service> Shared<S> {
             let received = clock::now();
             let request = match ToProvider::decode(frame) {
                 Ok(ToProvider::Request(request)) => request,
+                Ok(ToProvider::Voucher(voucher)) => {
+                    self.take_voucher(payer, &voucher);
+                    continue;
+                }
                 Ok(ToProvider::Open(_)) => {
                     return Err(SessionEnd::Protocol(
                         "second session open on one stream".into(),
@@ -296,6 +455,18 @@ impl<S: Service> Shared<S> {
                 }
                 Err(e) => return Err(SessionEnd::Protocol(e.to_string())),
             };
+            if let Some(unpaid) = self.unpaid(payer) {
+                self.stats.unpaid.fetch_add(1, Ordering::Relaxed);
+                let answer = Answer {
+                    id: request.id,
+                    outcome: Outcome::Failed(unpaid),
+                };
+                outbox
+                    .send(ToRobot::Answer(answer))
+                    .await
+                    .map_err(|_| SessionEnd::Closed)?;
+                continue;
+            }
             let Ok(permit) = Arc::clone(&in_flight).try_acquire_owned() else {
                 let queued = u32::try_from(SESSION_IN_FLIGHT_MAX).unwrap_or(u32::MAX);
                 let busy = Answer {
@@ -312,6 +483,10 @@ impl<S: Service> Shared<S> {
             let outbox = outbox.clone();
             tokio::spawn(async move {
                 let answer = shared.answer(model, request, received).await;
+                if let (Some(p), Outcome::Done(_)) = (payer, &answer.outcome) {
+                    // Owed whether or not it wins the race: a hedge is the robot's choice.
+                    let _ = shared.lock_ledger().answered(p.robot, p.session, p.price);
+                }
                 let _ = outbox.send(ToRobot::Answer(answer)).await;
                 drop(permit);
             });

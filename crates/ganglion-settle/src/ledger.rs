@@ -15,7 +15,7 @@ use std::collections::HashMap;
 
 use ganglion_types::MicroTokens;
 
-use crate::voucher::{Address, Domain, SignedVoucher, VoucherError};
+use ganglion_types::pay::{Address, Domain, SignedVoucher, VoucherError};
 
 /// Most sessions one ledger tracks at once.
 pub const SESSIONS_MAX: usize = 100_000;
@@ -41,8 +41,6 @@ pub enum LedgerError {
     },
     #[error("no open session {0} from this robot")]
     UnknownSession(u64),
-    #[error("session {0} is already open")]
-    Duplicate(u64),
     #[error("the ledger is full ({0} sessions)")]
     Full(usize),
     #[error("amount overflow")]
@@ -83,15 +81,18 @@ impl Ledger {
     }
 
     /// Opens `session` for the robot paying from `robot` (an address whose binding to the
-    /// robot's node identity the caller checked), with the robot's `budget`.
+    /// robot's node identity the caller checked), with the robot's `budget`. Opening a session
+    /// again (a robot coming back to this provider) keeps what it owes and its latest voucher.
     pub fn open(
         &mut self,
         robot: Address,
         session: u64,
         budget: MicroTokens,
     ) -> Result<(), LedgerError> {
-        if self.accounts.contains_key(&(robot, session)) {
-            return Err(LedgerError::Duplicate(session));
+        if let Some(account) = self.accounts.get_mut(&(robot, session)) {
+            account.open = true;
+            account.budget = budget;
+            return Ok(());
         }
         if self.accounts.len() >= SESSIONS_MAX {
             return Err(LedgerError::Full(self.accounts.len()));

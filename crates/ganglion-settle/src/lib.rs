@@ -1,19 +1,10 @@
-//! Pay per answer, in a form an EVM contract can check cheaply.
-//!
-//! - [`eip712`]: Keccak-256 and the EIP-712 typed-data digest (domain separator, struct hash).
-//! - [`PayKey`]: a robot's secp256k1 key, shown as its Ethereum address; [`Binding`] ties it to
-//!   the robot's Ed25519 node identity, each key signing the other.
-//! - [`Voucher`]: a signed, cumulative amount owed to one provider for one session. Each new
-//!   voucher supersedes the last, so an old one is worth less than a new one and nothing can be
-//!   spent twice; the provider redeems only the latest.
-//! - [`Ledger`]: the provider's side: checks each voucher (signature, session, monotonic,
-//!   budget) and keeps the latest per session.
+//! Settlement: the provider's [`Ledger`] of vouchers (the voucher formats themselves are in
+//! `ganglion_types::pay`, re-exported here).
 
-pub mod eip712;
 pub mod ledger;
-pub mod voucher;
 
-pub use ledger::{Ledger, LedgerError};
-pub use voucher::{
-    Address, Binding, BindingError, Domain, PayKey, SignedVoucher, Voucher, VoucherError,
+pub use ganglion_types::pay::{
+    self, eip712, voucher, Address, Binding, BindingError, Domain, PayKey, SignedVoucher, Voucher,
+    VoucherError,
 };
+pub use ledger::{Ledger, LedgerError};

@@ -255,6 +255,7 @@ mod tests {
             session: SessionId(42),
             provider,
             model: ModelHash::of(b"m"),
+            pay: None,
         }
     }
 

@@ -25,6 +25,7 @@ pub mod id;
 pub mod limits;
 pub mod model;
 pub mod money;
+pub mod pay;
 pub mod proto;
 pub mod tensor;
 pub mod wire;

@@ -6,7 +6,15 @@
 //!                                 <-  Opened{model, input specs} | Refused{reason}
 //!   Request{id, budget, inputs}   ->
 //!                                 <-  Answer{id, Done{outputs, signature} | Failed{error}}
+//!   Voucher(signed voucher)       ->      (any time; cumulative, the latest counts)
 //! ```
+//!
+//! Paid sessions: the open carries [`PayTerms`] (the robot's pay-key binding, the price per
+//! answer it offers, its budget); the provider answers with the address vouchers must name.
+//! Every answer the provider sends with a result is owed at that price, whether or not it won
+//! the race (a hedge is a cost the robot chooses); the robot sends a new cumulative voucher
+//! after each such answer, and a provider answers [`ServeError::Unpaid`] once a session is
+//! more than its allowance behind.
 //!
 //! Requests may be pipelined; answers echo the request id and may come back in any order. A
 //! successful answer is signed by the provider over [`AnswerClaim`]: request id, input hash,
@@ -20,6 +28,8 @@ use crate::limits::{
     ALIAS_BYTES_MAX, ERROR_TEXT_BYTES_MAX, FRAME_BYTES_MAX, TENSORS_MAX, TENSOR_RANK_MAX,
 };
 use crate::model::ModelHash;
+use crate::money::MicroTokens;
+use crate::pay::{Address, Binding, SignedVoucher};
 use crate::tensor::{self, DType, Tensor};
 use crate::wire::{self, DecodeError};
 
@@ -41,6 +51,19 @@ pub struct SessionOpen {
     pub session: SessionId,
     pub provider: NodeId,
     pub model: ModelHash,
+    /// How the robot pays; `None` for a provider that serves for free.
+    pub pay: Option<PayTerms>,
+}
+
+/// What a robot offers for a session.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PayTerms {
+    /// The robot's pay key, bound to its node identity.
+    pub binding: Binding,
+    /// Price per answer offered.
+    pub price: MicroTokens,
+    /// Most the robot will pay this provider for the whole session.
+    pub budget: MicroTokens,
 }
 
 impl Message for SessionOpen {
@@ -52,6 +75,7 @@ impl Message for SessionOpen {
 pub enum ToProvider {
     Open(Envelope),
     Request(Request),
+    Voucher(SignedVoucher),
 }
 
 /// One inference request.
@@ -80,6 +104,8 @@ pub struct SessionOpened {
     pub alias: String,
     pub inputs: Vec<TensorSpec>,
     pub outputs: Vec<TensorSpec>,
+    /// Where a paid session's vouchers must be made out to.
+    pub pay_to: Option<Address>,
 }
 
 /// The expected type and shape of one model input. A `None` dimension takes any size (a
@@ -137,6 +163,12 @@ pub enum Refusal {
     WrongProvider,
     #[error("every session slot is taken ({slots} sessions open)")]
     Full { slots: u32 },
+    #[error("this provider serves paid sessions only")]
+    Unpaid,
+    #[error("the price offered is below the {asked} per answer this provider asks")]
+    PriceTooLow { asked: MicroTokens },
+    #[error("payment terms refused: {0}")]
+    BadPayment(String),
 }
 
 /// The answer to one request.
@@ -176,6 +208,8 @@ pub enum ServeError {
     NoSession,
     #[error("provider error: {0}")]
     Internal(String),
+    #[error("the session's vouchers are {behind} behind what it owes")]
+    Unpaid { behind: MicroTokens },
 }
 
 /// What a provider's answer signature commits to.

@@ -108,6 +108,7 @@ fn to_robot() -> impl Strategy<Value = ToRobot> {
                     alias,
                     inputs,
                     outputs,
+                    pay_to: (s % 2 == 0).then_some(ganglion_types::pay::Address([7; 20])),
                 })
             ),
         any::<[u8; 32]>().prop_map(|m| ToRobot::Refused(Refusal::UnknownModel(ModelHash(m)))),
@@ -176,7 +177,7 @@ proptest! {
         s in any::<u64>(), p in node_id(), m in any::<[u8; 32]>(), micros in any::<u64>(),
         lat in -90.0f64..=90.0, lon in -180.0f64..=180.0,
     ) {
-        let open = SessionOpen { session: SessionId(s), provider: p, model: ModelHash(m) };
+        let open = SessionOpen { session: SessionId(s), provider: p, model: ModelHash(m), pay: None };
         prop_assert_eq!(wire::decode::<SessionOpen>(&wire::encode(&open), 1024).unwrap(), open);
         let amount = MicroTokens(micros);
         prop_assert_eq!(wire::decode::<MicroTokens>(&wire::encode(&amount), 64).unwrap(), amount);

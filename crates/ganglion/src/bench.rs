@@ -426,6 +426,7 @@ fn net(samples: usize) -> anyhow::Result<Vec<Line>> {
             redundancy: 1,
             deadline: Duration::from_secs(5),
             hedging: ganglion_client::Hedging::AllAtOnce,
+            pay: None,
         };
         let session = Session::open(key, endpoint.clone(), config, vec![servers.provider]).await?;
 

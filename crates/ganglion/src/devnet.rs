@@ -337,6 +337,7 @@ pub fn run(args: Args) -> anyhow::Result<()> {
                 redundancy: args.redundancy,
                 deadline: Duration::from_millis(args.deadline_ms),
                 hedging: args.hedging(),
+                pay: None,
             };
             let session = Arc::new(Session::open(key, endpoint, config, candidates).await?);
             // Where the session landed: a provider whose slots filled since its last heartbeat

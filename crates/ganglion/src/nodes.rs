@@ -380,6 +380,7 @@ pub fn robot(args: RobotArgs) -> anyhow::Result<()> {
             redundancy: args.redundancy,
             deadline: Duration::from_millis(args.deadline_ms),
             hedging: ganglion_client::Hedging::AllAtOnce,
+            pay: None,
         };
         let session = Arc::new(Session::open(key, endpoint, config, providers.clone()).await?);
         let keeper = node.as_ref().map(|node| {

@@ -17,11 +17,11 @@
 use std::fmt;
 use std::str::FromStr;
 
-use ganglion_types::{MicroTokens, NodeId, NodeKey, Signature};
+use crate::{MicroTokens, NodeId, NodeKey, Signature};
 use k256::ecdsa::{RecoveryId, Signature as EcdsaSignature, SigningKey, VerifyingKey};
 use serde::{Deserialize, Serialize};
 
-use crate::eip712::{self, keccak256, word_address, word_u128};
+use crate::pay::eip712::{self, keccak256, word_address, word_u128};
 
 /// The EIP-712 domain name.
 pub const DOMAIN_NAME: &str = "Ganglion";
