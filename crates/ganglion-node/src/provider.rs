@@ -74,8 +74,11 @@ pub struct PayConfig {
     pub allowance_answers: u64,
 }
 
-/// Default [`PayConfig::allowance_answers`].
-pub const ALLOWANCE_ANSWERS_DEFAULT: u64 = 16;
+/// Default [`PayConfig::allowance_answers`]: an honest robot is behind by the answers on their
+/// way to it and the vouchers on their way back, which for a provider slower than the other
+/// copies of a session's requests (losing every race) is several answers deep; a dishonest one
+/// gets at most this many answers free per session.
+pub const ALLOWANCE_ANSWERS_DEFAULT: u64 = 32;
 
 /// A paid session's account, as the stream serving it sees it.
 #[derive(Debug, Clone, Copy)]

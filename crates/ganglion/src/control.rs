@@ -221,6 +221,20 @@ pub async fn place(
     }
 }
 
+/// The price a robot offers every provider of a placement, spares included: the highest bid
+/// among them (the market's uniform price covers the k chosen; a spare bid higher), so that
+/// any of them takes the session. Micro-tokens.
+pub fn offer_price(placed: &Placed) -> u64 {
+    placed
+        .providers
+        .iter()
+        .chain(&placed.spares)
+        .map(|(c, _)| c.bid.0)
+        .chain([placed.price.0])
+        .max()
+        .unwrap_or(placed.price.0)
+}
+
 /// The providers of a placement as the data plane dials them: the k first, then the spares.
 pub fn addrs(placed: &Placed) -> Vec<ganglion_client::ProviderAddr> {
     placed

@@ -5,11 +5,12 @@
 //! abrupt: its runtime is dropped with every task and socket, nobody is told, and robots find
 //! out the way they would from a `kill -9` across a network: answers stop coming.
 
+use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context};
 use ganglion_client::{ProviderAddr, Session, SessionConfig};
@@ -22,7 +23,7 @@ use ganglion_types::{MicroTokens, NodeId, NodeKey};
 use tokio::sync::oneshot;
 
 use crate::nodes::{self, Drive};
-use crate::report::{provider_lines, Report, Tally};
+use crate::report::{provider_lines, signed_by_provider, Report, Tally};
 
 /// Providers a new devnet provider bootstraps through.
 const BOOTSTRAP_PEERS: usize = 3;
@@ -118,6 +119,8 @@ struct ProviderProc {
     control: Vec<libp2p::Multiaddr>,
     kill: Option<oneshot::Sender<()>>,
     alive: Arc<AtomicBool>,
+    /// Its vouchers (kept after it is killed: what it would redeem).
+    ledger: Arc<std::sync::Mutex<ganglion_settle::Ledger>>,
 }
 
 /// What one devnet provider offers and how it joins the network.
@@ -129,10 +132,17 @@ struct ProviderPlan {
     bootstrap: Vec<libp2p::Multiaddr>,
     heartbeat: Duration,
     gpus: ganglion_runtime::accel::Gpus,
+    domain: ganglion_settle::Domain,
 }
 
 /// Heartbeat interval of devnet nodes: a killed provider leaves every view within three.
 const HEARTBEAT: Duration = Duration::from_millis(500);
+
+/// Longest the devnet waits, after the robots stop, for the last vouchers to arrive.
+const SETTLE_WAIT: Duration = Duration::from_secs(3);
+
+/// What each devnet robot may spend on its session, micro-tokens.
+const ROBOT_BUDGET: MicroTokens = MicroTokens(10_000_000);
 
 /// How long robots wait for the network to offer them a placement.
 const DISCOVER: Duration = Duration::from_secs(15);
@@ -181,7 +191,14 @@ fn start_provider(plan: ProviderPlan) -> anyhow::Result<ProviderProc> {
                     SocketAddr::from(([127, 0, 0, 1], 0)),
                     service,
                 )?
-                .with_slots(plan.slots);
+                .with_slots(plan.slots)
+                .with_pay(ganglion_node::PayConfig {
+                    address: crate::pay::pay_key(&key)?.address(),
+                    domain: plan.domain,
+                    price: MicroTokens(crate::market::provider_price(plan.index)),
+                    allowance_answers: ganglion_node::ALLOWANCE_ANSWERS_DEFAULT,
+                });
+                let ledger = provider.ledger();
                 let addr = provider.local_addr()?;
                 let offer = crate::control::offer(
                     &runtime,
@@ -205,11 +222,12 @@ fn start_provider(plan: ProviderPlan) -> anyhow::Result<ProviderProc> {
                     Some(publish),
                 )?;
                 let control = node.listen_addrs().await;
-                anyhow::Ok((provider, addr, node, control))
+                anyhow::Ok((provider, addr, node, control, ledger))
             });
             let (provider, node) = match started {
-                Ok((provider, addr, node, control)) => {
-                    let _ = ready_tx.send(Ok((ProviderAddr { id: key.id(), addr }, control)));
+                Ok((provider, addr, node, control, ledger)) => {
+                    let _ =
+                        ready_tx.send(Ok((ProviderAddr { id: key.id(), addr }, control, ledger)));
                     (provider, node)
                 }
                 Err(e) => return drop(ready_tx.send(Err(e))),
@@ -225,7 +243,7 @@ fn start_provider(plan: ProviderPlan) -> anyhow::Result<ProviderProc> {
             tokio.shutdown_background();
             alive_in.store(false, Ordering::Relaxed);
         })?;
-    let (addr, control) = ready_rx
+    let (addr, control, ledger) = ready_rx
         .recv()
         .context("provider thread died while starting")??;
     Ok(ProviderProc {
@@ -233,6 +251,7 @@ fn start_provider(plan: ProviderPlan) -> anyhow::Result<ProviderProc> {
         control,
         kill: Some(kill_tx),
         alive,
+        ledger,
     })
 }
 
@@ -256,6 +275,7 @@ pub fn run(args: Args) -> anyhow::Result<()> {
     let slots = u32::try_from((args.robots * args.redundancy).div_ceil(args.providers) + 1)
         .unwrap_or(u32::MAX);
     let gpus = ganglion_runtime::accel::Gpus::detect();
+    let domain = crate::pay::devnet_domain()?;
     let mut providers: Vec<ProviderProc> = Vec::with_capacity(args.providers);
     for index in 0..args.providers {
         // Any node can be a bootstrap peer: each provider joins through the first few started.
@@ -272,6 +292,7 @@ pub fn run(args: Args) -> anyhow::Result<()> {
             bootstrap,
             heartbeat: HEARTBEAT,
             gpus: gpus.clone(),
+            domain,
         })?);
     }
     for (i, p) in providers.iter().enumerate() {
@@ -288,6 +309,10 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         .filter_map(|p| p.control.first().cloned())
         .collect();
     let addrs: Vec<ProviderAddr> = providers.iter().map(|p| p.addr).collect();
+    let ledgers: Vec<(NodeId, Ledgers)> = providers
+        .iter()
+        .map(|p| (p.addr.id, Arc::clone(&p.ledger)))
+        .collect();
     let alive: Vec<Arc<AtomicBool>> = providers.iter().map(|p| Arc::clone(&p.alive)).collect();
     let kill_after = args.kill_after_s.unwrap_or(args.duration_s / 2.0);
     let duration = Duration::from_secs_f64(args.duration_s);
@@ -337,7 +362,12 @@ pub fn run(args: Args) -> anyhow::Result<()> {
                 redundancy: args.redundancy,
                 deadline: Duration::from_millis(args.deadline_ms),
                 hedging: args.hedging(),
-                pay: None,
+                pay: Some(crate::pay::payment(
+                    &key,
+                    domain,
+                    MicroTokens(crate::control::offer_price(&placed)),
+                    ROBOT_BUDGET,
+                )?),
             };
             let session = Arc::new(Session::open(key, endpoint, config, candidates).await?);
             // Where the session landed: a provider whose slots filled since its last heartbeat
@@ -441,6 +471,25 @@ pub fn run(args: Args) -> anyhow::Result<()> {
             p.abort();
         }
         let killed = killer.await?;
+        // The last vouchers follow the last answers by a round trip: wait for the live
+        // providers' ledgers to hold what the robots signed (a killed provider's never will).
+        let settled = Instant::now();
+        while settled.elapsed() < SETTLE_WAIT {
+            let signed =
+                signed_by_provider(&sessions.iter().map(|s| s.status()).collect::<Vec<_>>());
+            let held = held_by_provider(&ledgers);
+            let live_agree = alive
+                .iter()
+                .zip(&addrs)
+                .filter(|(a, _)| a.load(Ordering::Relaxed))
+                .all(|(_, p)| {
+                    signed.get(&p.id).copied().unwrap_or(0) == held.get(&p.id).copied().unwrap_or(0)
+                });
+            if live_agree {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
         for keeper in keepers {
             keeper.abort();
         }
@@ -450,7 +499,7 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         anyhow::Ok((sessions, killed, took))
     })?;
 
-    let report = build_report(&args, &addrs, &sessions, &tally, killed, took);
+    let report = build_report(&args, &addrs, &sessions, &tally, killed, took, &ledgers);
     for p in &mut providers {
         if let Some(kill) = p.kill.take() {
             let _ = kill.send(());
@@ -471,7 +520,11 @@ fn build_report(
     tally: &Tally,
     killed: Option<NodeId>,
     took: Duration,
+    ledgers: &[(NodeId, Ledgers)],
 ) -> Report {
+    let statuses: Vec<_> = sessions.iter().map(|s| s.status()).collect();
+    let signed = signed_by_provider(&statuses);
+    let held = held_by_provider(ledgers);
     Report {
         model: args.model.clone(),
         providers_started: args.providers,
@@ -498,7 +551,26 @@ fn build_report(
         },
         latency_ms: tally.latency(),
         provider_service_ms: tally.service(),
-        providers: provider_lines(addrs, tally, killed),
+        providers: provider_lines(addrs, tally, killed, &signed, &held),
         errors: tally.errors(),
+        spent_micro: statuses.iter().map(|s| s.spent.0).sum(),
+        vouchers_held_micro: Some(held.values().sum()),
     }
+}
+
+type Ledgers = Arc<std::sync::Mutex<ganglion_settle::Ledger>>;
+
+/// What each provider's ledger holds, micro-tokens.
+fn held_by_provider(ledgers: &[(NodeId, Ledgers)]) -> BTreeMap<NodeId, u64> {
+    ledgers
+        .iter()
+        .map(|(id, l)| {
+            let held = l
+                .lock()
+                .ok()
+                .and_then(|l| l.total_paid())
+                .map_or(0, |m| m.0);
+            (*id, held)
+        })
+        .collect()
 }

@@ -11,6 +11,7 @@ mod devnet;
 mod keys;
 mod market;
 mod nodes;
+mod pay;
 mod report;
 mod sim;
 

@@ -29,6 +29,9 @@ pub const DURATION_S_MAX: f64 = 24.0 * 3600.0;
 /// Longest per-request deadline.
 pub const DEADLINE_MS_MAX: u64 = 60_000;
 
+/// How long a robot lets its last vouchers go out before it exits.
+const VOUCHER_FLUSH: Duration = Duration::from_millis(300);
+
 /// Longest a robot waits for the network to offer a placement.
 pub const DISCOVER_S_MAX: f64 = 600.0;
 
@@ -66,7 +69,8 @@ pub struct ProviderArgs {
     /// Where this machine is, as LAT,LON (placement checks it against light's speed).
     #[arg(long, default_value = "48.857,2.352", value_parser = crate::control::parse_at)]
     at: ganglion_types::Coordinates,
-    /// Asked price per answer, micro-tokens.
+    /// Asked price per answer, micro-tokens: sessions must offer at least this and pay with a
+    /// voucher after every answer (0: serve for free, no vouchers).
     #[arg(long, default_value_t = 100)]
     price: u64,
     /// Sessions taken at once.
@@ -77,6 +81,8 @@ pub struct ProviderArgs {
     advertise: Option<SocketAddr>,
     #[command(flatten)]
     control: crate::control::ControlArgs,
+    #[command(flatten)]
+    pay: crate::pay::PayArgs,
 }
 
 /// Batch maximum on a GPU when the provider does not set one.
@@ -172,6 +178,25 @@ pub fn provider(args: ProviderArgs) -> anyhow::Result<()> {
             RuntimeService(Arc::clone(&runtime)),
         )?
         .with_slots(args.slots);
+        let provider = if args.price == 0 {
+            println!("serving for free (--price 0)");
+            provider
+        } else {
+            let address = crate::pay::pay_key(&key)?.address();
+            let domain = args.pay.domain();
+            println!(
+                "paid at {address} for {} per answer (chain {}, escrow {})",
+                ganglion_types::MicroTokens(args.price),
+                domain.chain_id,
+                domain.contract
+            );
+            provider.with_pay(ganglion_node::PayConfig {
+                address,
+                domain,
+                price: ganglion_types::MicroTokens(args.price),
+                allowance_answers: ganglion_node::ALLOWANCE_ANSWERS_DEFAULT,
+            })
+        };
         let addr = args.advertise.unwrap_or(provider.local_addr()?);
         if addr.ip().is_unspecified() {
             bail!("--listen {addr} is a wildcard: say where robots reach this provider with --advertise HOST:PORT");
@@ -231,9 +256,16 @@ pub struct RobotArgs {
     /// compute allow within the deadline from here.
     #[arg(long, default_value = "48.857,2.352", value_parser = crate::control::parse_at)]
     at: ganglion_types::Coordinates,
-    /// Most the robot pays per answer, micro-tokens (the auction's reserve price).
+    /// Most the robot pays per answer, micro-tokens (the auction's reserve price; what it
+    /// offers providers given with --provider).
     #[arg(long, default_value_t = 1_000)]
     max_price: u64,
+    /// Most the whole session may cost, micro-tokens, all providers together (hedged copies
+    /// are paid too).
+    #[arg(long, default_value_t = 10_000_000)]
+    budget: u64,
+    #[command(flatten)]
+    pay: crate::pay::PayArgs,
     /// Least accelerator its providers must have: any, gpu or datacenter-gpu.
     #[arg(long, default_value = "any")]
     accelerator: ganglion_types::AcceleratorClass,
@@ -344,8 +376,8 @@ pub fn robot(args: RobotArgs) -> anyhow::Result<()> {
         } else {
             None
         };
-        let providers = match &node {
-            None => listed,
+        let (providers, price) = match &node {
+            None => (listed, args.max_price),
             Some(node) => {
                 let discover = crate::control::Discover {
                     wait: Duration::from_secs_f64(args.discover_s),
@@ -367,7 +399,10 @@ pub fn robot(args: RobotArgs) -> anyhow::Result<()> {
                     placed.price,
                     placed.spares.len()
                 );
-                crate::control::addrs(&placed)
+                (
+                    crate::control::addrs(&placed),
+                    crate::control::offer_price(&placed),
+                )
             }
         };
         let endpoint = Endpoint::client(
@@ -380,7 +415,12 @@ pub fn robot(args: RobotArgs) -> anyhow::Result<()> {
             redundancy: args.redundancy,
             deadline: Duration::from_millis(args.deadline_ms),
             hedging: ganglion_client::Hedging::AllAtOnce,
-            pay: None,
+            pay: Some(crate::pay::payment(
+                &key,
+                args.pay.domain(),
+                ganglion_types::MicroTokens(price),
+                ganglion_types::MicroTokens(args.budget),
+            )?),
         };
         let session = Arc::new(Session::open(key, endpoint, config, providers.clone()).await?);
         let keeper = node.as_ref().map(|node| {
@@ -409,6 +449,8 @@ pub fn robot(args: RobotArgs) -> anyhow::Result<()> {
         let progress = tokio::spawn(print_progress(Arc::clone(&tally), None));
         let took = drive(Arc::clone(&session), plan, Arc::clone(&tally)).await;
         progress.abort();
+        // The last voucher follows the last answer by a round trip: let it go out.
+        tokio::time::sleep(VOUCHER_FLUSH).await;
         if let Some(keeper) = keeper {
             keeper.abort();
         }
@@ -438,8 +480,16 @@ pub fn robot(args: RobotArgs) -> anyhow::Result<()> {
             },
             latency_ms: tally.latency(),
             provider_service_ms: tally.service(),
-            providers: crate::report::provider_lines(&providers, &tally, None),
+            providers: crate::report::provider_lines(
+                &providers,
+                &tally,
+                None,
+                &crate::report::signed_by_provider(&[session.status()]),
+                &std::collections::BTreeMap::new(),
+            ),
             errors: tally.errors(),
+            spent_micro: session.status().spent.0,
+            vouchers_held_micro: None,
         })
     })?;
     report.print();

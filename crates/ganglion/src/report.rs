@@ -108,6 +108,10 @@ pub struct ProviderLine {
     pub answers_won: u64,
     pub share: f64,
     pub killed: bool,
+    /// What the robots' vouchers to this provider add up to, micro-tokens.
+    pub robots_signed_micro: u64,
+    /// What the provider's ledger holds (the devnet only: a remote provider's is its own).
+    pub vouchers_held_micro: Option<u64>,
 }
 
 /// Each provider's share of the answers that won, in the order given.
@@ -115,6 +119,8 @@ pub fn provider_lines(
     providers: &[ganglion_client::ProviderAddr],
     tally: &Tally,
     killed: Option<NodeId>,
+    signed: &BTreeMap<NodeId, u64>,
+    held: &BTreeMap<NodeId, u64>,
 ) -> Vec<ProviderLine> {
     let wins = tally.wins();
     let total: u64 = wins.values().sum();
@@ -132,6 +138,8 @@ pub fn provider_lines(
                     won as f64 / total as f64
                 },
                 killed: killed == Some(p.id),
+                robots_signed_micro: signed.get(&p.id).copied().unwrap_or(0),
+                vouchers_held_micro: held.get(&p.id).copied(),
             }
         })
         .collect()
@@ -160,6 +168,21 @@ pub struct Report {
     pub provider_service_ms: Percentiles,
     pub providers: Vec<ProviderLine>,
     pub errors: BTreeMap<String, u64>,
+    /// What the robots' vouchers add up to, micro-tokens (every answer paid, hedges too).
+    pub spent_micro: u64,
+    /// What the providers' ledgers hold (the devnet only).
+    pub vouchers_held_micro: Option<u64>,
+}
+
+/// Adds up each session's vouchers by provider.
+pub fn signed_by_provider(sessions: &[ganglion_client::SessionStatus]) -> BTreeMap<NodeId, u64> {
+    let mut out = BTreeMap::new();
+    for status in sessions {
+        for (id, amount) in &status.paid {
+            *out.entry(*id).or_default() += amount.0;
+        }
+    }
+    out
 }
 
 impl Report {
@@ -195,19 +218,35 @@ impl Report {
             "  of which provider service ms  p50 {:.2}  p95 {:.2}  p99 {:.2}",
             s.p50, s.p95, s.p99
         );
+        let tokens = |micro: u64| ganglion_types::MicroTokens(micro).to_string();
+        match self.vouchers_held_micro {
+            Some(held) if held == self.spent_micro => println!(
+                "paid  robots signed {}; providers hold vouchers for {}: the books agree",
+                tokens(self.spent_micro),
+                tokens(held)
+            ),
+            Some(held) => println!(
+                "paid  robots signed {}; providers hold vouchers for {}: {} short (vouchers in flight to a killed provider)",
+                tokens(self.spent_micro),
+                tokens(held),
+                tokens(self.spent_micro.saturating_sub(held))
+            ),
+            None => println!("paid  {} in vouchers", tokens(self.spent_micro)),
+        }
         println!(
-            "{:<16} {:<22} {:>8} {:>7}",
-            "provider", "address", "won", "share"
+            "{:<16} {:<22} {:>8} {:>7} {:>10}",
+            "provider", "address", "won", "share", "paid"
         );
         for p in &self.providers {
             let short = &p.id[p.id.len().saturating_sub(12)..];
             let mark = if p.killed { "  (killed)" } else { "" };
             println!(
-                "…{:<15} {:<22} {:>8} {:>6.1}%{mark}",
+                "…{:<15} {:<22} {:>8} {:>6.1}% {:>10}{mark}",
                 short,
                 p.addr,
                 p.answers_won,
-                p.share * 100.0
+                p.share * 100.0,
+                tokens(p.vouchers_held_micro.unwrap_or(p.robots_signed_micro))
             );
         }
         for (error, count) in &self.errors {
