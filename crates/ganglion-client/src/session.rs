@@ -105,6 +105,8 @@ pub enum RequestError {
 #[derive(Debug, Clone)]
 pub struct SessionStatus {
     pub active: Vec<NodeId>,
+    /// The warm standby, if the session has one.
+    pub standby: Option<NodeId>,
     pub spares: usize,
     pub failovers: u64,
     pub down: Vec<(NodeId, DownReason)>,
@@ -124,6 +126,11 @@ struct Inner {
     down: Mutex<Vec<(NodeId, DownReason)>>,
     /// Replacements being connected right now.
     connecting: AtomicUsize,
+    /// A provider with the session already open and its connection warm, sent no requests:
+    /// promoted at once when an active one goes down (no handshake on the failover path).
+    standby: Mutex<Option<Arc<Link>>>,
+    /// Whether a standby is being connected right now.
+    connecting_standby: std::sync::atomic::AtomicBool,
     failovers: AtomicU64,
     requests: AtomicU64,
     copies: AtomicU64,
@@ -181,6 +188,8 @@ impl Session {
             spares: Mutex::new(candidates.into_iter().collect()),
             down: Mutex::new(Vec::new()),
             connecting: AtomicUsize::new(0),
+            standby: Mutex::new(None),
+            connecting_standby: std::sync::atomic::AtomicBool::new(false),
             failovers: AtomicU64::new(0),
             requests: AtomicU64::new(0),
             copies: AtomicU64::new(0),
@@ -206,6 +215,7 @@ impl Session {
         let inner = &self.inner;
         SessionStatus {
             active: inner.links().iter().map(|l| l.provider().id).collect(),
+            standby: inner.standby().map(|l| l.provider().id),
             spares: inner.spares.lock().map_or(0, |s| s.len()),
             failovers: inner.failovers.load(Ordering::Relaxed),
             down: inner.down.lock().map(|d| d.clone()).unwrap_or_default(),
@@ -234,7 +244,8 @@ impl Session {
     /// Providers already active are skipped. A session short of providers starts connecting
     /// to the first spare at once.
     pub fn replace_spares(&self, candidates: Vec<ProviderAddr>) {
-        let active: Vec<NodeId> = self.inner.links().iter().map(|l| l.provider().id).collect();
+        let mut active: Vec<NodeId> = self.inner.links().iter().map(|l| l.provider().id).collect();
+        active.extend(self.inner.standby().map(|l| l.provider().id));
         if let Ok(mut spares) = self.inner.spares.lock() {
             *spares = candidates
                 .into_iter()
@@ -250,6 +261,9 @@ impl Session {
         for link in self.inner.links() {
             link.close();
         }
+        if let Some(standby) = self.inner.standby() {
+            standby.close();
+        }
     }
 }
 
@@ -260,6 +274,10 @@ impl Inner {
 
     fn active_count(&self) -> usize {
         self.active.read().map_or(0, |a| a.len())
+    }
+
+    fn standby(&self) -> Option<Arc<Link>> {
+        self.standby.lock().ok()?.clone()
     }
 
     fn next_spare(&self) -> Option<ProviderAddr> {
@@ -293,7 +311,27 @@ impl Inner {
                 }
             }
         }
+        // And a warm standby, when a spare is left.
+        if self.active_count() == self.config.redundancy {
+            while let Some(provider) = self.next_spare() {
+                match self.try_open(provider).await {
+                    Ok(link) => {
+                        self.set_standby(link);
+                        break;
+                    }
+                    Err(e) => log_refusal(&provider, &e, "standby did not open the session"),
+                }
+            }
+        }
         (tried, last)
+    }
+
+    fn set_standby(&self, link: Arc<Link>) {
+        if let Ok(mut standby) = self.standby.lock() {
+            if let Some(old) = standby.replace(link) {
+                old.close();
+            }
+        }
     }
 
     fn add(&self, link: Arc<Link>) {
@@ -423,18 +461,41 @@ impl Inner {
 
     /// Replaces a provider that went down with the next spare, in the background.
     fn replace(self: &Arc<Self>, id: NodeId, reason: DownReason) {
+        // The standby itself went down (its connection died): forget it, find another.
+        let standby = self.standby();
+        if standby.as_ref().is_some_and(|l| l.provider().id == id) {
+            if let Ok(mut s) = self.standby.lock() {
+                *s = None;
+            }
+            if let Ok(mut down) = self.down.lock() {
+                down.push((id, reason));
+            }
+            self.spawn_refill();
+            return;
+        }
         self.remove(id);
         if let Ok(mut down) = self.down.lock() {
             down.push((id, reason));
         }
+        // Promote the warm standby at once: its session is open, its connection up.
+        let promoted = self.standby.lock().ok().and_then(|mut s| s.take());
+        match promoted {
+            Some(link) if link.is_alive() => {
+                info!(provider = %id, %reason, standby = %link.provider().id, "provider down: standby promoted");
+                self.add(link);
+            }
+            _ => info!(provider = %id, %reason, "provider down: failing over to a spare"),
+        }
         self.failovers.fetch_add(1, Ordering::Relaxed);
-        info!(provider = %id, %reason, "provider down: failing over");
         self.spawn_refill();
     }
 
+    /// Connects spares until k are active, then one more as the standby, in the background.
     fn spawn_refill(self: &Arc<Self>) {
         let wanted = self.config.redundancy;
-        if self.active_count() + self.connecting.load(Ordering::Relaxed) >= wanted {
+        let short = self.active_count() + self.connecting.load(Ordering::Relaxed) < wanted;
+        if !short {
+            self.spawn_standby();
             return;
         }
         let Some(provider) = self.next_spare() else {
@@ -453,6 +514,31 @@ impl Inner {
                 Err(e) => log_refusal(&provider, &e, "spare did not open the session"),
             }
             inner.spawn_refill();
+        });
+    }
+
+    fn spawn_standby(self: &Arc<Self>) {
+        if self.standby().is_some() || self.connecting_standby.swap(true, Ordering::AcqRel) {
+            return;
+        }
+        let Some(provider) = self.next_spare() else {
+            self.connecting_standby.store(false, Ordering::Release);
+            return;
+        };
+        let inner = Arc::clone(self);
+        tokio::spawn(async move {
+            let opened = inner.try_open(provider).await;
+            inner.connecting_standby.store(false, Ordering::Release);
+            match opened {
+                Ok(link) => {
+                    info!(provider = %provider.id, "standby ready");
+                    inner.set_standby(link);
+                }
+                Err(e) => {
+                    log_refusal(&provider, &e, "standby did not open the session");
+                    inner.spawn_standby();
+                }
+            }
         });
     }
 }

@@ -102,7 +102,10 @@ async fn every_request_is_answered_while_providers_die() {
     )
     .await;
     assert_eq!(session.status().active.len(), 2);
-    assert_eq!(session.status().spares, 2);
+    // The third provider is a warm standby (session open, connection up); the fourth a spare.
+    let standby = session.status().standby;
+    assert_eq!(standby, Some(providers[2].addr.id));
+    assert_eq!(session.status().spares, 1);
 
     for i in 0..300 {
         if i == 50 {
@@ -133,9 +136,44 @@ async fn every_request_is_answered_while_providers_die() {
         status.down.iter().all(|(id, _)| killed.contains(id)),
         "{status:?}"
     );
-    // Back to k with the two spares.
+    // Back to k: the standby was promoted at the first death, the spare (which became the
+    // new standby) at the second.
     assert_eq!(status.active.len(), 2, "{status:?}");
     assert!(status.active.iter().all(|id| !killed.contains(id)));
+    assert!(status.active.contains(&providers[2].addr.id), "{status:?}");
+    assert_eq!(status.standby, None, "no spare left to stand by");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_failover_promotes_the_warm_standby_without_a_handshake() {
+    let mut providers: Vec<Isolated> = (0..4).map(|_| Isolated::start()).collect();
+    let session = robot(
+        echo_config(2, 200),
+        providers.iter().map(|p| p.addr).collect(),
+    )
+    .await;
+    let standby = providers[2].addr.id;
+    assert_eq!(session.status().standby, Some(standby));
+    session.request(vec![bytes(8)]).await.unwrap();
+    providers[0].kill();
+    // Requests go on; once the dead provider is noticed, the standby is active at once and
+    // the spare becomes the new standby in the background.
+    let start = std::time::Instant::now();
+    while session.status().failovers == 0 {
+        session.request(vec![bytes(8)]).await.unwrap();
+        assert!(start.elapsed() < Duration::from_secs(5), "no failover");
+    }
+    let status = session.status();
+    assert!(status.active.contains(&standby), "{status:?}");
+    assert_eq!(
+        status.active.len(),
+        2,
+        "k restored by the promotion itself: {status:?}"
+    );
+    while session.status().standby != Some(providers[3].addr.id) {
+        assert!(start.elapsed() < Duration::from_secs(5), "no new standby");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -265,7 +265,9 @@ pub fn keep_spares(
             let Some(session) = session.upgrade() else {
                 return;
             };
-            let active = session.status().active;
+            let status = session.status();
+            let mut active = status.active;
+            active.extend(status.standby);
             let one = Want { k: 1, ..want };
             let spares = match node_view.lock() {
                 Ok(view) => view.place(&one.ask(&active), &params, SPARES - 1),
