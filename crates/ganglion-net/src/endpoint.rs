@@ -9,6 +9,7 @@ use quinn::crypto::rustls::{QuicClientConfig, QuicServerConfig};
 pub use quinn::ConnectionError;
 use quinn::{RecvStream, SendStream};
 
+use crate::emulate::{Emulated, EmulatorStats, Links};
 use crate::frame::{FrameReader, FrameWriter};
 use crate::tls::{self, TlsError};
 
@@ -96,6 +97,15 @@ fn bind(
     addr: SocketAddr,
     server: Option<quinn::ServerConfig>,
 ) -> Result<quinn::Endpoint, ConnectError> {
+    bind_with(addr, server, None).map(|(endpoint, _)| endpoint)
+}
+
+/// [`bind`], with the socket wrapped in the link emulator when `links` is given.
+fn bind_with(
+    addr: SocketAddr,
+    server: Option<quinn::ServerConfig>,
+    links: Option<Links>,
+) -> Result<(quinn::Endpoint, Option<Arc<EmulatorStats>>), ConnectError> {
     let socket = std::net::UdpSocket::bind(addr).map_err(ConnectError::Bind)?;
     // Room for bursts: a 600 KiB camera frame is ~450 datagrams, more than the kernel's default
     // buffer (~208 KiB) holds if the receiver is a moment late; a drop costs a retransmission.
@@ -106,7 +116,18 @@ fn bind(
     let config = quinn::EndpointConfig::default();
     let runtime = quinn::default_runtime()
         .ok_or_else(|| ConnectError::Bind(std::io::Error::other("no async runtime for QUIC")))?;
-    quinn::Endpoint::new(config, server, socket, runtime).map_err(ConnectError::Bind)
+    let Some(links) = links else {
+        let endpoint =
+            quinn::Endpoint::new(config, server, socket, runtime).map_err(ConnectError::Bind)?;
+        return Ok((endpoint, None));
+    };
+    let inner = runtime
+        .wrap_udp_socket(socket)
+        .map_err(ConnectError::Bind)?;
+    let (emulated, stats) = Emulated::wrap(inner, links);
+    let endpoint = quinn::Endpoint::new_with_abstract_socket(config, server, emulated, runtime)
+        .map_err(ConnectError::Bind)?;
+    Ok((endpoint, Some(stats)))
 }
 
 /// A node's QUIC endpoint: dials out, and accepts connections if it was bound as a server.
@@ -149,6 +170,26 @@ impl Endpoint {
             key,
             transport: Arc::new(config.to_quinn()),
         })
+    }
+
+    /// A dialling endpoint whose outgoing datagrams go through the link emulator (an
+    /// EMULATION of distance and bad links: see [`crate::emulate`]).
+    pub fn client_emulated(
+        key: Arc<NodeKey>,
+        addr: SocketAddr,
+        config: TransportConfig,
+        links: Links,
+    ) -> Result<(Self, Arc<EmulatorStats>), ConnectError> {
+        let (inner, stats) = bind_with(addr, None, Some(links))?;
+        let stats = stats.unwrap_or_default();
+        Ok((
+            Self {
+                inner,
+                key,
+                transport: Arc::new(config.to_quinn()),
+            },
+            stats,
+        ))
     }
 
     pub fn local_addr(&self) -> std::io::Result<SocketAddr> {

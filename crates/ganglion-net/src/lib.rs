@@ -13,6 +13,7 @@
 #![allow(clippy::disallowed_methods)]
 
 pub mod clock;
+pub mod emulate;
 pub mod endpoint;
 pub mod frame;
 pub mod tls;

@@ -1,0 +1,86 @@
+//! The UDP-layer link emulator (an EMULATION of distance and bad links) under a real session:
+//! an added delay shows in the round trip, a cut link costs nothing while the other provider
+//! answers, and a healed link carries answers again.
+#![allow(clippy::disallowed_methods, clippy::unwrap_used)]
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use ganglion_client::{ProviderAddr, Session, SessionConfig};
+use ganglion_net::emulate::{Link, Links};
+use ganglion_net::{Endpoint, TransportConfig};
+use ganglion_node::{EchoService, Provider};
+use ganglion_types::{DType, NodeKey, Tensor};
+
+fn loopback() -> SocketAddr {
+    SocketAddr::from(([127, 0, 0, 1], 0))
+}
+
+async fn provider() -> ProviderAddr {
+    let key = Arc::new(NodeKey::generate());
+    let provider = Provider::bind(Arc::clone(&key), loopback(), EchoService).unwrap();
+    let addr = ProviderAddr {
+        id: key.id(),
+        addr: provider.local_addr().unwrap(),
+    };
+    tokio::spawn(provider.serve());
+    addr
+}
+
+fn bytes() -> Vec<Tensor> {
+    vec![Tensor {
+        dtype: DType::U8,
+        shape: vec![3],
+        data: vec![1, 2, 3],
+    }]
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn delay_shows_in_the_round_trip_and_a_cut_link_costs_nothing_with_k_2() {
+    let (near, far) = (provider().await, provider().await);
+    let links = Links::new();
+    let key = Arc::new(NodeKey::generate());
+    let (endpoint, stats) = Endpoint::client_emulated(
+        Arc::clone(&key),
+        loopback(),
+        TransportConfig::default(),
+        links.clone(),
+    )
+    .unwrap();
+    let delay = Duration::from_millis(30);
+    links.set(
+        far.addr,
+        Link {
+            delay,
+            jitter: Duration::from_millis(5),
+            loss: 0.0,
+        },
+    );
+    let config = SessionConfig {
+        model: EchoService::model(),
+        redundancy: 2,
+        deadline: Duration::from_millis(500),
+        hedging: ganglion_client::Hedging::AllAtOnce,
+        pay: None,
+    };
+    let session = Session::open(key, endpoint, config, vec![near, far])
+        .await
+        .unwrap();
+    // The near provider wins every race by about the added delay.
+    for _ in 0..20 {
+        let answer = session.request(bytes()).await.unwrap();
+        assert_eq!(answer.provider, near.id);
+    }
+    assert!(stats.delayed.load(std::sync::atomic::Ordering::Relaxed) > 20);
+
+    // Cut the near link: every request is still answered, by the far provider, no sooner
+    // than its emulated delay allows.
+    links.set(near.addr, Link::CUT);
+    for _ in 0..10 {
+        let answer = session.request(bytes()).await.unwrap();
+        assert_eq!(answer.provider, far.id);
+        assert!(answer.latency >= delay, "{:?}", answer.latency);
+    }
+    assert!(stats.dropped.load(std::sync::atomic::Ordering::Relaxed) > 0);
+}
