@@ -196,9 +196,17 @@ impl Link {
             }
         };
         let (outbox, outbox_rx) = mpsc::channel(OUTBOX_MAX);
-        let (vouchers, vouchers_rx) = watch::channel(None);
-        // A provider that names no payee serves for free: nothing to pay.
+        // A provider that names no payee serves for free: nothing to pay. One this session
+        // paid before gets the latest voucher again first: the last one may have been lost
+        // with the connection that carried it.
         let pay = params.wallet.clone().zip(opened.pay_to);
+        let again = pay
+            .as_ref()
+            .and_then(|(wallet, to)| wallet.latest(provider.id, *to));
+        let (vouchers, vouchers_rx) = watch::channel(None);
+        if again.is_some() {
+            vouchers.send_replace(again);
+        }
         let link = Arc::new(Self {
             provider,
             key,

@@ -31,6 +31,18 @@ pub const REDUNDANCY_DEFAULT: usize = 2;
 /// Most providers one request is sent to.
 pub const REDUNDANCY_MAX: usize = 8;
 
+/// How long a settling link stays open for its voucher to go out.
+const SETTLE_FLUSH: Duration = Duration::from_millis(100);
+
+/// Awaits futures one after another (settling touches a handful of providers).
+async fn one_by_one<F: std::future::Future>(futures: impl Iterator<Item = F>) -> Vec<F::Output> {
+    let mut out = Vec::new();
+    for f in futures {
+        out.push(f.await);
+    }
+    out
+}
+
 /// Interval at which overdue requests are counted as misses, as a fraction of the deadline
 /// (and at least 1 ms).
 const SWEEP_DIVISOR: u32 = 2;
@@ -131,6 +143,8 @@ struct Inner {
     standby: Mutex<Option<Arc<Link>>>,
     /// Whether a standby is being connected right now.
     connecting_standby: std::sync::atomic::AtomicBool,
+    /// Every provider this session has had a link with (to settle with at the end).
+    known: Mutex<std::collections::HashMap<NodeId, ProviderAddr>>,
     failovers: AtomicU64,
     requests: AtomicU64,
     copies: AtomicU64,
@@ -190,6 +204,7 @@ impl Session {
             connecting: AtomicUsize::new(0),
             standby: Mutex::new(None),
             connecting_standby: std::sync::atomic::AtomicBool::new(false),
+            known: Mutex::new(std::collections::HashMap::new()),
             failovers: AtomicU64::new(0),
             requests: AtomicU64::new(0),
             copies: AtomicU64::new(0),
@@ -255,6 +270,45 @@ impl Session {
         self.inner.spawn_refill();
     }
 
+    /// Makes sure every provider this session paid holds its latest voucher: providers no
+    /// longer in the session (down, partitioned, replaced) are reconnected for a moment and sent
+    /// it again, when they can be reached within `wait`. Returns how many were reached.
+    pub async fn settle(&self, wait: Duration) -> usize {
+        let Some(wallet) = &self.inner.params.wallet else {
+            return 0;
+        };
+        let mut connected: Vec<NodeId> =
+            self.inner.links().iter().map(|l| l.provider().id).collect();
+        connected.extend(self.inner.standby().map(|l| l.provider().id));
+        let known = self
+            .inner
+            .known
+            .lock()
+            .map(|k| k.clone())
+            .unwrap_or_default();
+        let owed: Vec<ProviderAddr> = wallet
+            .paid()
+            .into_iter()
+            .filter(|(id, _)| !connected.contains(id))
+            .filter_map(|(id, _)| known.get(&id).copied())
+            .collect();
+        let mut reached = 0;
+        let attempts = owed.iter().map(|p| {
+            let inner = Arc::clone(&self.inner);
+            let p = *p;
+            async move { tokio::time::timeout(wait, inner.try_open(p)).await }
+        });
+        for opened in one_by_one(attempts).await {
+            if let Ok(Ok(link)) = opened {
+                reached += 1;
+                // The voucher goes out first on a new link; give it the time to.
+                tokio::time::sleep(SETTLE_FLUSH).await;
+                link.close();
+            }
+        }
+        reached
+    }
+
     /// Ends the session and closes its connections.
     pub fn close(self) {
         self.supervisor.abort();
@@ -292,7 +346,11 @@ impl Inner {
     }
 
     async fn try_open(&self, provider: ProviderAddr) -> Result<Arc<Link>, LinkError> {
-        Link::open(&self.params(), provider, self.down_tx.clone()).await
+        let link = Link::open(&self.params(), provider, self.down_tx.clone()).await?;
+        if let Ok(mut known) = self.known.lock() {
+            known.insert(provider.id, provider);
+        }
+        Ok(link)
     }
 
     /// Opens links until k are active or the spares run out.

@@ -86,6 +86,19 @@ impl Wallet {
             .unwrap_or_default()
     }
 
+    /// The latest voucher owed to `provider` again (for a provider the robot reconnects to,
+    /// which may have missed the last one), or `None` if nothing was paid to it.
+    pub fn latest(&self, provider: NodeId, to: Address) -> Option<SignedVoucher> {
+        let cumulative = *self.paid.lock().ok()?.get(&provider)?;
+        let voucher = Voucher {
+            robot: self.payment.key.address(),
+            provider: to,
+            session: self.session,
+            cumulative,
+        };
+        voucher.sign(&self.payment.key, &self.payment.domain).ok()
+    }
+
     /// Pays `provider` (paid at `to`) for one more answer: the new cumulative voucher, or
     /// `None` when the budget does not allow it.
     pub fn pay(&self, provider: NodeId, to: Address) -> Option<SignedVoucher> {

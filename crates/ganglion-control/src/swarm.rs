@@ -49,6 +49,9 @@ pub const OFFER_TTL: Duration = Duration::from_secs(60);
 /// Default offer republication period.
 pub const OFFER_REPUBLISH_DEFAULT: Duration = Duration::from_secs(10);
 
+/// Least time between two Kademlia bootstrap queries started by new connections.
+const BOOTSTRAP_GAP: Duration = Duration::from_secs(1);
+
 /// Least time between two view syncs with the same peer, either way.
 pub const SYNC_GAP: Duration = Duration::from_secs(5);
 
@@ -239,11 +242,15 @@ pub fn spawn(
                 gossipsub::Behaviour::new(MessageAuthenticity::Signed(key.clone()), gossip_config)?;
             gossipsub.with_peer_score(score_params(), gossipsub::PeerScoreThresholds::default())?;
             let id = key.public().to_peer_id();
-            let kad = kad::Behaviour::with_config(
+            let mut kad = kad::Behaviour::with_config(
                 id,
                 kad::store::MemoryStore::new(id),
                 kad::Config::new(StreamProtocol::new(KAD_PROTOCOL)),
             );
+            // Server mode always: left to itself Kademlia waits for a confirmed external
+            // address before answering queries, which nodes on a LAN or loopback never get,
+            // and every node then knows only its bootstrap peer (a star that dies with it).
+            kad.set_mode(Some(kad::Mode::Server));
             let mdns = if mdns_on {
                 Some(mdns::tokio::Behaviour::new(mdns::Config::default(), id)?)
             } else {
@@ -303,6 +310,7 @@ pub fn spawn(
         rates: HashMap::new(),
         synced: HashMap::new(),
         served: HashMap::new(),
+        last_bootstrap: None,
         offer_seq: 0,
         offer_published: None,
         beat_seq: 0,
@@ -342,6 +350,8 @@ struct Driver {
     /// When we last asked each peer for its offers, and when we last answered each.
     synced: HashMap<PeerId, Instant>,
     served: HashMap<PeerId, Instant>,
+    /// When the last Kademlia bootstrap query started.
+    last_bootstrap: Option<Instant>,
     offer_seq: u64,
     offer_published: Option<Instant>,
     beat_seq: u64,
@@ -466,6 +476,16 @@ impl Driver {
                 let addr = endpoint.get_remote_address().clone();
                 self.swarm.behaviour_mut().kad.add_address(&peer_id, addr);
                 self.ask_sync(peer_id);
+                // Learn the rest of the network through the new peer now, not at the next
+                // periodic bootstrap: a node that knows only its bootstrap peer loses every
+                // message when that one dies.
+                if self
+                    .last_bootstrap
+                    .is_none_or(|at| at.elapsed() >= BOOTSTRAP_GAP)
+                {
+                    self.last_bootstrap = Some(Instant::now());
+                    let _ = self.swarm.behaviour_mut().kad.bootstrap();
+                }
             }
             SwarmEvent::Behaviour(BehaviourEvent::Sync(event)) => self.on_sync(event),
             SwarmEvent::Behaviour(BehaviourEvent::Identify(identify::Event::Received {

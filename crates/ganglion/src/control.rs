@@ -275,7 +275,10 @@ pub fn keep_spares(
             };
             let spares = match spares {
                 Ok(p) => addrs(&p),
-                Err(_) => Vec::new(),
+                Err(e) => {
+                    tracing::info!(reason = %e, "no spare in the view");
+                    Vec::new()
+                }
             };
             session.replace_spares(spares);
         }

@@ -452,6 +452,7 @@ pub fn run(args: Args) -> anyhow::Result<()> {
             rate_hz: args.rate_hz,
             duration,
             inputs: Arc::new(inputs),
+            trace: None,
         };
         let drives: Vec<_> = sessions
             .iter()
@@ -471,6 +472,9 @@ pub fn run(args: Args) -> anyhow::Result<()> {
             p.abort();
         }
         let killed = killer.await?;
+        for session in &sessions {
+            session.settle(Duration::from_secs(1)).await;
+        }
         // The last vouchers follow the last answers by a round trip: wait for the live
         // providers' ledgers to hold what the robots signed (a killed provider's never will).
         let settled = Instant::now();

@@ -6,6 +6,7 @@ mod bench;
 mod bench_batch;
 mod bench_ingest;
 mod bench_propagation;
+mod chaos;
 mod control;
 mod devnet;
 mod keys;
@@ -14,6 +15,7 @@ mod nodes;
 mod pay;
 mod report;
 mod sim;
+mod trace;
 
 use clap::{Parser, Subcommand};
 
@@ -44,6 +46,11 @@ enum Command {
     Sim(sim::Args),
     /// Join the network and print every provider this node's view gains (+) or loses (-).
     Watch(control::WatchArgs),
+    /// Breaks things for real and measures: provider and robot processes on loopback, a
+    /// provider SIGKILLed, one frozen (SIGSTOP), a degraded link and a partition (the robot's
+    /// UDP link emulator), then a table of lost and late requests, p99 against steady state,
+    /// time to restore redundancy, hedging load and the books.
+    Chaos(chaos::Args),
 }
 
 fn main() -> anyhow::Result<()> {
@@ -62,5 +69,6 @@ fn main() -> anyhow::Result<()> {
         Command::Bench(args) => bench::run(args),
         Command::Sim(args) => sim::run(args),
         Command::Watch(args) => control::watch(args),
+        Command::Chaos(args) => chaos::run(args),
     }
 }

@@ -29,6 +29,9 @@ pub const DURATION_S_MAX: f64 = 24.0 * 3600.0;
 /// Longest per-request deadline.
 pub const DEADLINE_MS_MAX: u64 = 60_000;
 
+/// How long a robot tries to reach each provider it paid that left its session, at the end.
+const SETTLE_WAIT: Duration = Duration::from_secs(2);
+
 /// How long a robot lets its last vouchers go out before it exits.
 const VOUCHER_FLUSH: Duration = Duration::from_millis(300);
 
@@ -213,10 +216,23 @@ pub fn provider(args: ProviderArgs) -> anyhow::Result<()> {
         // Last: scripts may stop reading once they have the --provider value.
         println!("provider {} listening on {addr}", key.id());
         println!("robots can use it with: --provider {}@{addr}", key.id());
+        let ledger = provider.ledger();
+        let stats = provider.stats();
         tokio::select! {
             () = provider.serve() => {}
-            _ = tokio::signal::ctrl_c() => println!("stopping"),
+            () = crate::trace::stop_signal() => println!("stopping"),
         }
+        let held = ledger
+            .lock()
+            .ok()
+            .and_then(|l| l.total_paid())
+            .map_or(0, |m| m.0);
+        println!(
+            "vouchers held: {held} micro-tokens ({} kept, {} refused, {} requests refused unpaid)",
+            stats.vouchers.load(Ordering::Relaxed),
+            stats.vouchers_refused.load(Ordering::Relaxed),
+            stats.unpaid.load(Ordering::Relaxed)
+        );
         node.stop().await;
         anyhow::Ok(())
     })
@@ -272,6 +288,15 @@ pub struct RobotArgs {
     /// How long to wait for the network to offer a placement, seconds.
     #[arg(long, default_value_t = 10.0)]
     discover_s: f64,
+    /// Emulate links to providers (an EMULATION, for machines without netem): a file of
+    /// lines `HOST:PORT DELAY_MS[,JITTER_MS[,LOSS_PERCENT]]` or `HOST:PORT cut`, applied to
+    /// the datagrams this robot sends to that data-plane address, and re-read when it changes.
+    #[arg(long)]
+    links: Option<PathBuf>,
+    /// Write every request's fate (time, latency, provider or error) and the session's
+    /// active providers every 50 ms to this CSV file.
+    #[arg(long)]
+    trace: Option<PathBuf>,
     #[command(flatten)]
     control: crate::control::ControlArgs,
 }
@@ -405,11 +430,32 @@ pub fn robot(args: RobotArgs) -> anyhow::Result<()> {
                 )
             }
         };
-        let endpoint = Endpoint::client(
-            Arc::clone(&key),
-            SocketAddr::from(([0, 0, 0, 0], 0)),
-            TransportConfig::default(),
-        )?;
+        let (endpoint, links_follower) = match &args.links {
+            None => (
+                Endpoint::client(
+                    Arc::clone(&key),
+                    SocketAddr::from(([0, 0, 0, 0], 0)),
+                    TransportConfig::default(),
+                )?,
+                None,
+            ),
+            Some(path) => {
+                let links = ganglion_net::emulate::Links::new();
+                links.replace(crate::trace::read_links(path)?);
+                println!(
+                    "link emulation from {} (an EMULATION of distance and bad links)",
+                    path.display()
+                );
+                let (endpoint, _) = Endpoint::client_emulated(
+                    Arc::clone(&key),
+                    SocketAddr::from(([0, 0, 0, 0], 0)),
+                    TransportConfig::default(),
+                    links.clone(),
+                )?;
+                let follower = tokio::spawn(crate::trace::follow_links(path.clone(), links));
+                (endpoint, Some(follower))
+            }
+        };
         let config = SessionConfig {
             model,
             redundancy: args.redundancy,
@@ -441,15 +487,34 @@ pub fn robot(args: RobotArgs) -> anyhow::Result<()> {
                 .collect::<Vec<_>>()
         );
         let tally = Arc::new(Tally::default());
+        let trace = args
+            .trace
+            .as_ref()
+            .map(|_| Arc::new(crate::trace::Trace::new()));
         let plan = Drive {
             rate_hz: args.rate_hz,
             duration: Duration::from_secs_f64(args.duration_s),
             inputs: Arc::new(inputs),
+            trace: trace.clone(),
         };
+        let watcher = trace
+            .clone()
+            .map(|t| tokio::spawn(crate::trace::watch_session(t, Arc::clone(&session))));
         let progress = tokio::spawn(print_progress(Arc::clone(&tally), None));
         let took = drive(Arc::clone(&session), plan, Arc::clone(&tally)).await;
         progress.abort();
-        // The last voucher follows the last answer by a round trip: let it go out.
+        if let Some(w) = watcher {
+            w.abort();
+        }
+        if let (Some(t), Some(path)) = (&trace, &args.trace) {
+            t.write(path)?;
+        }
+        if let Some(f) = links_follower {
+            f.abort();
+        }
+        // Providers that left the session get its latest voucher again; the last vouchers to
+        // the active ones follow the last answers by a round trip: let them go out.
+        session.settle(SETTLE_WAIT).await;
         tokio::time::sleep(VOUCHER_FLUSH).await;
         if let Some(keeper) = keeper {
             keeper.abort();
@@ -505,6 +570,8 @@ pub struct Drive {
     pub rate_hz: f64,
     pub duration: Duration,
     pub inputs: Arc<Vec<Tensor>>,
+    /// Every request's fate with its time, for `--trace`.
+    pub trace: Option<Arc<crate::trace::Trace>>,
 }
 
 /// Sends one frame per tick for the duration (each request in its own task, so a slow answer
@@ -522,10 +589,22 @@ pub async fn drive(session: Arc<Session>, plan: Drive, tally: Arc<Tally>) -> Dur
         frame += 1;
         tally.requests.fetch_add(1, Ordering::Relaxed);
         let (session, tally) = (Arc::clone(&session), Arc::clone(&tally));
+        let trace = plan.trace.clone();
         in_flight.spawn(async move {
+            let sent = Instant::now();
             match session.request(vec![input]).await {
-                Ok(answer) => tally.answered(answer.provider, answer.latency, answer.service),
-                Err(e) => tally.missed(&e),
+                Ok(answer) => {
+                    if let Some(t) = &trace {
+                        t.answered(sent, answer.latency, answer.provider);
+                    }
+                    tally.answered(answer.provider, answer.latency, answer.service);
+                }
+                Err(e) => {
+                    if let Some(t) = &trace {
+                        t.missed(sent, &e);
+                    }
+                    tally.missed(&e);
+                }
             }
         });
     }

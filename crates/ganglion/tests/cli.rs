@@ -411,3 +411,39 @@ fn providers_and_watchers_find_each_other_and_notice_a_killed_provider() {
         started.elapsed()
     );
 }
+
+/// The chaos suite, short: provider and robot processes; a provider SIGKILLed, one frozen, a
+/// degraded link and a partition (emulated at the robot's UDP layer). With k = 2 and a warm
+/// standby no request is lost, redundancy comes back after every fault that cost a provider,
+/// hedging sends exactly the copies its policy says, and the live providers hold vouchers for
+/// exactly what the robot signed.
+#[test]
+fn chaos_loses_no_request_and_the_books_agree() {
+    let _heavy = heavy();
+    let json = temp_path("chaos.json");
+    let out = ganglion()
+        .args(["chaos", "--phase-s", "2.5", "--json"])
+        .arg(&json)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let report = read_report(&json);
+    let rows = report["rows"].as_array().unwrap();
+    assert_eq!(rows.len(), 6, "{report}");
+    for row in rows {
+        assert!(row["requests"].as_u64().unwrap() >= 30, "{report}");
+        assert_eq!(row["lost"].as_u64(), Some(0), "{report}");
+    }
+    // The kill and the freeze each cost the session a provider; it is whole again in-phase.
+    for row in &rows[1..3] {
+        let restored = row["restored_ms"].as_u64();
+        assert!(restored.is_some_and(|ms| ms < 2_500), "{report}");
+    }
+    assert_eq!(report["copies_per_request"].as_f64(), Some(2.0), "{report}");
+    assert_eq!(report["books_agree"].as_bool(), Some(true), "{report}");
+    let _ = std::fs::remove_file(json);
+}
