@@ -84,3 +84,52 @@ async fn delay_shows_in_the_round_trip_and_a_cut_link_costs_nothing_with_k_2() {
     }
     assert!(stats.dropped.load(std::sync::atomic::Ordering::Relaxed) > 0);
 }
+
+/// A camera frame's worth (200 KB each way) crosses an emulated 20 ms path in about one round
+/// trip plus the transfer, not the three or more a small initial congestion window costs.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_camera_frame_crosses_a_distant_link_in_about_one_round_trip() {
+    let far = provider().await;
+    let links = Links::new();
+    let key = Arc::new(NodeKey::generate());
+    let (endpoint, _) = Endpoint::client_emulated(
+        Arc::clone(&key),
+        loopback(),
+        TransportConfig::default(),
+        links.clone(),
+    )
+    .unwrap();
+    let delay = Duration::from_millis(20);
+    links.set(
+        far.addr,
+        Link {
+            delay,
+            jitter: Duration::ZERO,
+            loss: 0.0,
+        },
+    );
+    let config = SessionConfig {
+        model: EchoService::model(),
+        redundancy: 1,
+        deadline: Duration::from_secs(2),
+        hedging: ganglion_client::Hedging::AllAtOnce,
+        pay: None,
+    };
+    let session = Session::open(key, endpoint, config, vec![far])
+        .await
+        .unwrap();
+    let frame = vec![Tensor {
+        dtype: DType::U8,
+        shape: vec![200_000],
+        data: vec![7; 200_000],
+    }];
+    let mut latencies = Vec::new();
+    for _ in 0..15 {
+        latencies.push(session.request(frame.clone()).await.unwrap().latency);
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    latencies.sort();
+    let median = latencies[latencies.len() / 2];
+    assert!(median >= delay, "{median:?}");
+    assert!(median < delay * 5 / 2, "median {median:?} for a 20 ms path");
+}

@@ -78,6 +78,11 @@ pub struct Args {
     /// No progress lines, just the report.
     #[arg(long)]
     quiet: bool,
+    /// Do not emulate distance. By default each robot's datagrams to a provider are delayed by
+    /// the fiber round trip between their cities (an EMULATION at the robot's UDP layer, so
+    /// that distance shows on one machine).
+    #[arg(long)]
+    no_distance: bool,
 }
 
 impl Args {
@@ -264,6 +269,9 @@ pub fn run(args: Args) -> anyhow::Result<()> {
     };
     let frames = nodes::load_frames(None)?;
     let (model, inputs) = nodes::model_inputs(&args.model, &frames)?;
+    if !args.no_distance {
+        say("distance between cities is EMULATED: each robot's datagrams to a provider wait for the fiber round trip between them (--no-distance turns it off)".to_owned());
+    }
     say(format!(
         "starting {} providers serving {} ({})…",
         args.providers,
@@ -352,11 +360,40 @@ pub fn run(args: Args) -> anyhow::Result<()> {
                 .with_context(|| format!("no placement for the robot in {site}"))?;
             let heard = node.with_view(|v| v.len());
             let candidates = crate::control::addrs(&placed);
-            let endpoint = Endpoint::client(
-                Arc::clone(&key),
-                SocketAddr::from(([127, 0, 0, 1], 0)),
-                TransportConfig::default(),
-            )?;
+            let endpoint = if args.no_distance {
+                Endpoint::client(
+                    Arc::clone(&key),
+                    SocketAddr::from(([127, 0, 0, 1], 0)),
+                    TransportConfig::default(),
+                )?
+            } else {
+                // EMULATED distance: each provider's round trip grows by what light in fiber
+                // (with the market's route inflation) needs between the two cities.
+                let links = ganglion_net::emulate::Links::new();
+                for (i, p) in addrs.iter().enumerate() {
+                    let km = at.distance_km(&crate::market::provider_at(i)?);
+                    let params = ganglion_market::place::PlaceParams::default();
+                    let fiber_us = 2.0
+                        * ganglion_types::geo::FIBER_ONE_WAY_US_PER_KM
+                        * km
+                        * params.route_inflation;
+                    links.set(
+                        p.addr,
+                        ganglion_net::emulate::Link {
+                            delay: Duration::from_secs_f64(fiber_us / 1e6),
+                            jitter: Duration::ZERO,
+                            loss: 0.0,
+                        },
+                    );
+                }
+                Endpoint::client_emulated(
+                    Arc::clone(&key),
+                    SocketAddr::from(([127, 0, 0, 1], 0)),
+                    TransportConfig::default(),
+                    links,
+                )?
+                .0
+            };
             let config = SessionConfig {
                 model,
                 redundancy: args.redundancy,
@@ -405,6 +442,11 @@ pub fn run(args: Args) -> anyhow::Result<()> {
                 "  robot {r} in {site} heard {heard} offers: on {} {terms}",
                 on.join(" and "),
             ));
+            // Spares must take the price this session offers.
+            let want = crate::control::Want {
+                max_price: MicroTokens(crate::control::offer_price(&placed)),
+                ..want
+            };
             keepers.push(crate::control::keep_spares(
                 node.view(),
                 Arc::downgrade(&session),

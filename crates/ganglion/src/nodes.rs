@@ -470,6 +470,11 @@ pub fn robot(args: RobotArgs) -> anyhow::Result<()> {
         };
         let session = Arc::new(Session::open(key, endpoint, config, providers.clone()).await?);
         let keeper = node.as_ref().map(|node| {
+            // Spares must take the price this session offers.
+            let want = crate::control::Want {
+                max_price: ganglion_types::MicroTokens(price),
+                ..want
+            };
             crate::control::keep_spares(
                 node.view(),
                 Arc::downgrade(&session),
