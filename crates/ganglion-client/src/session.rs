@@ -34,15 +34,6 @@ pub const REDUNDANCY_MAX: usize = 8;
 /// How long a settling link stays open for its voucher to go out.
 const SETTLE_FLUSH: Duration = Duration::from_millis(100);
 
-/// Awaits futures one after another (settling touches a handful of providers).
-async fn one_by_one<F: std::future::Future>(futures: impl Iterator<Item = F>) -> Vec<F::Output> {
-    let mut out = Vec::new();
-    for f in futures {
-        out.push(f.await);
-    }
-    out
-}
-
 /// Interval at which overdue requests are counted as misses, as a fraction of the deadline
 /// (and at least 1 ms).
 const SWEEP_DIVISOR: u32 = 2;
@@ -292,13 +283,10 @@ impl Session {
             .filter(|(id, _)| !connected.contains(id))
             .filter_map(|(id, _)| known.get(&id).copied())
             .collect();
+        // One after another: settling touches a handful of providers, once, at the end.
         let mut reached = 0;
-        let attempts = owed.iter().map(|p| {
-            let inner = Arc::clone(&self.inner);
-            let p = *p;
-            async move { tokio::time::timeout(wait, inner.try_open(p)).await }
-        });
-        for opened in one_by_one(attempts).await {
+        for provider in owed {
+            let opened = tokio::time::timeout(wait, self.inner.try_open(provider)).await;
             if let Ok(Ok(link)) = opened {
                 reached += 1;
                 // The voucher goes out first on a new link; give it the time to.

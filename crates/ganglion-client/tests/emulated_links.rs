@@ -28,6 +28,34 @@ async fn provider() -> ProviderAddr {
     addr
 }
 
+/// A robot whose datagrams go through the emulator with `links`, in a session of `k` over
+/// `providers`.
+async fn robot(
+    links: &Links,
+    k: usize,
+    providers: Vec<ProviderAddr>,
+) -> (Session, Arc<ganglion_net::emulate::EmulatorStats>) {
+    let key = Arc::new(NodeKey::generate());
+    let (endpoint, stats) = Endpoint::client_emulated(
+        Arc::clone(&key),
+        loopback(),
+        TransportConfig::default(),
+        links.clone(),
+    )
+    .unwrap();
+    let config = SessionConfig {
+        model: EchoService::model(),
+        redundancy: k,
+        deadline: Duration::from_millis(500),
+        hedging: ganglion_client::Hedging::AllAtOnce,
+        pay: None,
+    };
+    let session = Session::open(key, endpoint, config, providers)
+        .await
+        .unwrap();
+    (session, stats)
+}
+
 fn bytes() -> Vec<Tensor> {
     vec![Tensor {
         dtype: DType::U8,
@@ -40,14 +68,6 @@ fn bytes() -> Vec<Tensor> {
 async fn delay_shows_in_the_round_trip_and_a_cut_link_costs_nothing_with_k_2() {
     let (near, far) = (provider().await, provider().await);
     let links = Links::new();
-    let key = Arc::new(NodeKey::generate());
-    let (endpoint, stats) = Endpoint::client_emulated(
-        Arc::clone(&key),
-        loopback(),
-        TransportConfig::default(),
-        links.clone(),
-    )
-    .unwrap();
     let delay = Duration::from_millis(30);
     links.set(
         far.addr,
@@ -57,16 +77,7 @@ async fn delay_shows_in_the_round_trip_and_a_cut_link_costs_nothing_with_k_2() {
             loss: 0.0,
         },
     );
-    let config = SessionConfig {
-        model: EchoService::model(),
-        redundancy: 2,
-        deadline: Duration::from_millis(500),
-        hedging: ganglion_client::Hedging::AllAtOnce,
-        pay: None,
-    };
-    let session = Session::open(key, endpoint, config, vec![near, far])
-        .await
-        .unwrap();
+    let (session, stats) = robot(&links, 2, vec![near, far]).await;
     // The near provider wins every race by about the added delay.
     for _ in 0..20 {
         let answer = session.request(bytes()).await.unwrap();
@@ -91,14 +102,6 @@ async fn delay_shows_in_the_round_trip_and_a_cut_link_costs_nothing_with_k_2() {
 async fn a_camera_frame_crosses_a_distant_link_in_about_one_round_trip() {
     let far = provider().await;
     let links = Links::new();
-    let key = Arc::new(NodeKey::generate());
-    let (endpoint, _) = Endpoint::client_emulated(
-        Arc::clone(&key),
-        loopback(),
-        TransportConfig::default(),
-        links.clone(),
-    )
-    .unwrap();
     let delay = Duration::from_millis(20);
     links.set(
         far.addr,
@@ -108,16 +111,7 @@ async fn a_camera_frame_crosses_a_distant_link_in_about_one_round_trip() {
             loss: 0.0,
         },
     );
-    let config = SessionConfig {
-        model: EchoService::model(),
-        redundancy: 1,
-        deadline: Duration::from_secs(2),
-        hedging: ganglion_client::Hedging::AllAtOnce,
-        pay: None,
-    };
-    let session = Session::open(key, endpoint, config, vec![far])
-        .await
-        .unwrap();
+    let (session, _) = robot(&links, 1, vec![far]).await;
     let frame = vec![Tensor {
         dtype: DType::U8,
         shape: vec![200_000],
@@ -130,6 +124,7 @@ async fn a_camera_frame_crosses_a_distant_link_in_about_one_round_trip() {
     }
     latencies.sort();
     let median = latencies[latencies.len() / 2];
+    eprintln!("200 KB echo over an emulated +20 ms path: median {median:?}");
     assert!(median >= delay, "{median:?}");
     assert!(median < delay * 5 / 2, "median {median:?} for a 20 ms path");
 }

@@ -115,6 +115,24 @@ impl Default for SwarmConfig {
     }
 }
 
+impl SwarmConfig {
+    /// A node joining through `bootstrap` with heartbeats every `interval`: the view forgets
+    /// a provider after three silent intervals, and offers are republished every five
+    /// intervals (at most [`OFFER_REPUBLISH_DEFAULT`]).
+    pub fn with_heartbeat(bootstrap: Vec<Multiaddr>, interval: Duration) -> Self {
+        Self {
+            bootstrap,
+            heartbeat_interval: interval,
+            offer_republish: (interval * 5).min(OFFER_REPUBLISH_DEFAULT),
+            view: ViewConfig {
+                silence_ms: 3 * u64::try_from(interval.as_millis()).unwrap_or(u64::MAX / 3),
+                ..ViewConfig::default()
+            },
+            ..Self::default()
+        }
+    }
+}
+
 /// What a provider's heartbeats report; called once per heartbeat.
 pub type LoadSource = Arc<dyn Fn() -> Load + Send + Sync>;
 

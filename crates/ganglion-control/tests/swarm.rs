@@ -7,7 +7,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use ganglion_control::swarm::{spawn, Load, Publish};
-use ganglion_control::{Node, SwarmConfig, ViewConfig};
+use ganglion_control::{Node, SwarmConfig};
 use ganglion_types::control::{Listing, Offer};
 use ganglion_types::{Coordinates, MicroTokens, ModelHash, NodeId, NodeKey};
 
@@ -19,14 +19,8 @@ fn key(n: u8) -> NodeKey {
 
 fn config(bootstrap: Vec<libp2p::Multiaddr>) -> SwarmConfig {
     SwarmConfig {
-        bootstrap,
-        heartbeat_interval: INTERVAL,
         offer_republish: 4 * INTERVAL,
-        view: ViewConfig {
-            silence_ms: 3 * INTERVAL.as_millis() as u64,
-            ..ViewConfig::default()
-        },
-        ..SwarmConfig::default()
+        ..SwarmConfig::with_heartbeat(bootstrap, INTERVAL)
     }
 }
 

@@ -7,7 +7,7 @@
 //! probability; datagrams to other destinations, and everything received, pass untouched. The
 //! delay is added on one side only, so a robot's table with `delay = d` makes its round trips
 //! to that provider `d` longer. The table may change while connections are up (a harness
-//! partitions a link with loss 1 and heals it by removing the entry).
+//! partitions a link with loss 1 and heals it by replacing the table).
 //!
 //! Emulated datagrams wait in one queue served by one task; each is copied once. Sends never
 //! block the caller: a queue over [`QUEUE_MAX`] datagrams drops, like a full router buffer.
@@ -111,12 +111,6 @@ impl Links {
     pub fn set(&self, to: SocketAddr, link: Link) {
         if let Ok(mut links) = self.0.lock() {
             links.insert(to, link);
-        }
-    }
-
-    pub fn clear(&self, to: &SocketAddr) {
-        if let Ok(mut links) = self.0.lock() {
-            links.remove(to);
         }
     }
 

@@ -27,12 +27,13 @@ pub const STREAM_WINDOW_BYTES: u32 = 16 * 1024 * 1024;
 /// Per-connection receive window and send buffer.
 pub const CONNECTION_WINDOW_BYTES: u32 = 64 * 1024 * 1024;
 
-/// Congestion window a connection starts with. quinn's default (ten datagrams, ~14 KiB) makes
-/// a 200 KB camera frame and its answer take about three round trips on a path of a few
-/// milliseconds (measured through the link emulator: 58 ms for a 200 KB echo over an added
-/// 20 ms, against 29 ms with this window; `tests/emulated_links.rs` in ganglion-client). Robot
-/// sessions are placed on short paths and their requests are latency-critical: a frame goes
-/// out in one round trip. Congestion control still backs off on loss.
+/// Congestion window a connection starts with. quinn's default (ten datagrams, ~14 KiB) made a
+/// 200 KB echo over an emulated +20 ms path take ~3 round trips (58 ms in a one-off probe with
+/// the default window, not kept in the repository); with this window it takes about one round
+/// trip plus the transfer (`cargo test -p ganglion-client --test emulated_links -- --nocapture`
+/// prints the median, 29 ms in the last run, and fails past 2.5 round trips). Robot sessions
+/// are placed on short paths and their requests are latency-critical: a frame goes out in one
+/// round trip. Congestion control still backs off on loss.
 pub const INITIAL_WINDOW_BYTES: u64 = 1024 * 1024;
 
 /// Sessions (streams) one peer may hold open on one connection.

@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::Context;
 use ganglion_control::swarm::{spawn, Load, Publish};
-use ganglion_control::{Node, SwarmConfig, ViewConfig};
+use ganglion_control::{Node, SwarmConfig};
 use ganglion_types::control::{Listing, Offer};
 use ganglion_types::{Coordinates, MicroTokens, ModelHash, NodeId, NodeKey};
 
@@ -28,14 +28,8 @@ const TRIAL_LIMIT: Duration = Duration::from_secs(20);
 
 fn config(bootstrap: Vec<libp2p::Multiaddr>) -> SwarmConfig {
     SwarmConfig {
-        bootstrap,
-        heartbeat_interval: INTERVAL,
         offer_republish: 10 * INTERVAL,
-        view: ViewConfig {
-            silence_ms: 3 * INTERVAL.as_millis() as u64,
-            ..ViewConfig::default()
-        },
-        ..SwarmConfig::default()
+        ..SwarmConfig::with_heartbeat(bootstrap, INTERVAL)
     }
 }
 

@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 use anyhow::Context;
 use ganglion_control::swarm::{self, Load, Publish};
 use ganglion_control::view::Placed;
-use ganglion_control::{Node, SwarmConfig, ViewConfig};
+use ganglion_control::{Node, SwarmConfig};
 use ganglion_market::place::{PlaceError, PlaceParams, SessionAsk};
 use ganglion_node::ProviderStats;
 use ganglion_types::control::{Listing, ModelLoad, Offer};
@@ -52,17 +52,9 @@ impl ControlArgs {
             self.heartbeat_ms >= HEARTBEAT_MS_MIN,
             "--heartbeat-ms must be at least {HEARTBEAT_MS_MIN}"
         );
-        let interval = Duration::from_millis(self.heartbeat_ms);
         let mut config = SwarmConfig {
-            bootstrap: self.bootstrap.clone(),
             mdns: self.mdns,
-            heartbeat_interval: interval,
-            offer_republish: (interval * 5).min(swarm::OFFER_REPUBLISH_DEFAULT),
-            view: ViewConfig {
-                silence_ms: 3 * self.heartbeat_ms,
-                ..ViewConfig::default()
-            },
-            ..SwarmConfig::default()
+            ..SwarmConfig::with_heartbeat(self.bootstrap.clone(), self.heartbeat())
         };
         if !self.p2p_listen.is_empty() {
             config.listen = self.p2p_listen.clone();

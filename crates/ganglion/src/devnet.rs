@@ -152,19 +152,6 @@ const ROBOT_BUDGET: MicroTokens = MicroTokens(10_000_000);
 /// How long robots wait for the network to offer them a placement.
 const DISCOVER: Duration = Duration::from_secs(15);
 
-fn swarm_config(bootstrap: Vec<libp2p::Multiaddr>, heartbeat: Duration) -> SwarmConfig {
-    SwarmConfig {
-        bootstrap,
-        heartbeat_interval: heartbeat,
-        offer_republish: heartbeat * 5,
-        view: ganglion_control::ViewConfig {
-            silence_ms: 3 * u64::try_from(heartbeat.as_millis()).unwrap_or(u64::MAX),
-            ..ganglion_control::ViewConfig::default()
-        },
-        ..SwarmConfig::default()
-    }
-}
-
 fn start_provider(plan: ProviderPlan) -> anyhow::Result<ProviderProc> {
     let model = nodes::load_model(&plan.model)?;
     let key = Arc::new(NodeKey::generate());
@@ -223,7 +210,7 @@ fn start_provider(plan: ProviderPlan) -> anyhow::Result<ProviderProc> {
                     crate::control::provider_publish(offer, runtime, provider.stats(), plan.gpus);
                 let mut node = ganglion_control::swarm::spawn(
                     &key,
-                    swarm_config(plan.bootstrap, plan.heartbeat),
+                    SwarmConfig::with_heartbeat(plan.bootstrap, plan.heartbeat),
                     Some(publish),
                 )?;
                 let control = node.listen_addrs().await;
@@ -339,7 +326,7 @@ pub fn run(args: Args) -> anyhow::Result<()> {
             let key = nodes::fresh_key();
             let node = ganglion_control::swarm::spawn(
                 &key,
-                swarm_config(bootstrap.clone(), HEARTBEAT),
+                SwarmConfig::with_heartbeat(bootstrap.clone(), HEARTBEAT),
                 None,
             )?;
             let (site, at) = crate::market::robot_site(r)?;
