@@ -26,6 +26,8 @@ pub enum Event {
     Busy,
     /// The provider answered with an error.
     Error,
+    /// The provider refused the request's inputs (the sender's fault, not the provider's).
+    Rejected,
     /// The answer failed its signature or shape check.
     BadAnswer,
     /// The connection or stream is gone.
@@ -81,6 +83,7 @@ impl Health {
                 self.busy += 1;
                 None
             }
+            Event::Rejected => None,
             Event::Error => {
                 self.errors += 1;
                 (self.errors >= ERRORS_DOWN).then_some(DownReason::Failing)
@@ -104,6 +107,19 @@ impl Health {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn refused_inputs_never_drop_the_provider() {
+        let mut h = Health::default();
+        for _ in 0..(ERRORS_DOWN * 4) {
+            assert_eq!(h.record(Event::Rejected), None);
+        }
+        assert!(!h.is_down());
+        for _ in 0..ERRORS_DOWN - 1 {
+            h.record(Event::Error);
+        }
+        assert_eq!(h.record(Event::Error), Some(DownReason::Failing));
+    }
 
     #[test]
     fn stalls_need_consecutive_misses() {

@@ -357,6 +357,7 @@ impl Link {
             }
             Outcome::Done(_) => Event::BadAnswer,
             Outcome::Failed(ServeError::Busy { .. }) => Event::Busy,
+            Outcome::Failed(ServeError::BadInput(_)) => Event::Rejected,
             Outcome::Failed(_) => Event::Error,
         };
         self.record(event);

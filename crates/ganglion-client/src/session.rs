@@ -97,6 +97,9 @@ pub enum RequestError {
     DeadlineMissed(Duration),
     #[error("every provider failed this request; last error: {0}")]
     AllFailed(String),
+    /// The providers refused the inputs (wrong shape, type or size): the caller's fault.
+    #[error("the providers refused the inputs: {0}")]
+    BadInput(String),
     #[error("the session's budget is spent: {left} left, {needed} needed for this request")]
     Budget {
         left: MicroTokens,
@@ -443,13 +446,18 @@ impl Inner {
             return Err(RequestError::NoProviders);
         }
         let mut last_error = None;
+        // Copies not yet answered: when every copy sent has failed and none is left to send,
+        // the request fails now rather than at its deadline.
+        let mut outstanding = copies;
         loop {
             let wait_until = later.map_or(deadline, |(at, _)| at);
             let received = match tokio::time::timeout_at(wait_until.into(), rx.recv()).await {
                 // The first provider was not done in time: the other copies go out now.
                 Err(_) if later.is_some() => {
                     if let Some((_, rest)) = later.take() {
-                        self.copies.fetch_add(send(rest), Ordering::Relaxed);
+                        let sent = send(rest);
+                        outstanding += sent;
+                        self.copies.fetch_add(sent, Ordering::Relaxed);
                     }
                     continue;
                 }
@@ -459,7 +467,8 @@ impl Inner {
                 Err(_) => return Err(RequestError::DeadlineMissed(deadline_in)),
                 Ok(None) => {
                     return Err(match last_error {
-                        Some(e) => RequestError::AllFailed(e),
+                        Some(ServeError::BadInput(e)) => RequestError::BadInput(e),
+                        Some(e) => RequestError::AllFailed(e.to_string()),
                         None => RequestError::DeadlineMissed(deadline_in),
                     })
                 }
@@ -477,13 +486,23 @@ impl Inner {
                     });
                 }
                 Outcome::Failed(error) => {
-                    if !matches!(error, ServeError::Busy { .. }) {
+                    if !matches!(error, ServeError::Busy { .. } | ServeError::BadInput(_)) {
                         warn!(provider = %provider, request = id.0, %error, "provider failed a request");
                     }
-                    last_error = Some(error.to_string());
+                    last_error = Some(error);
+                    outstanding = outstanding.saturating_sub(1);
                     // The first provider refused or failed: do not wait to hedge.
                     if let Some((_, rest)) = later.take() {
-                        self.copies.fetch_add(send(rest), Ordering::Relaxed);
+                        let sent = send(rest);
+                        outstanding += sent;
+                        self.copies.fetch_add(sent, Ordering::Relaxed);
+                    }
+                    if outstanding == 0 {
+                        return Err(match last_error {
+                            Some(ServeError::BadInput(e)) => RequestError::BadInput(e),
+                            Some(e) => RequestError::AllFailed(e.to_string()),
+                            None => RequestError::DeadlineMissed(deadline_in),
+                        });
                     }
                 }
             }

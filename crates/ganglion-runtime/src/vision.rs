@@ -36,6 +36,8 @@ pub enum VisionError {
     Output(String),
     #[error(transparent)]
     Tensor(#[from] TensorError),
+    #[error("model {0} does not take images")]
+    NotAnImageModel(&'static str),
 }
 
 /// An 8-bit RGB image.
@@ -53,7 +55,7 @@ impl std::fmt::Debug for Rgb {
     }
 }
 
-/// Decodes a PNG image, refusing sizes beyond the limits before allocating for them.
+/// Decodes a PNG or JPEG image, refusing sizes beyond the limits before allocating for them.
 pub fn decode_image(bytes: &[u8]) -> Result<Rgb, VisionError> {
     let mut reader = image::ImageReader::new(Cursor::new(bytes))
         .with_guessed_format()

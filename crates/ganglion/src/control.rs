@@ -213,6 +213,17 @@ pub async fn place(
     }
 }
 
+/// Places a session from a view as it is now, without waiting: the k providers and the spares
+/// the market would place next.
+pub fn place_in(
+    view: &std::sync::Mutex<ganglion_control::View>,
+    want: &Want,
+) -> Result<Placed, String> {
+    let view = view.lock().map_err(|_| "the view is poisoned".to_owned())?;
+    view.place(&want.ask(&[]), &PlaceParams::default(), SPARES)
+        .map_err(|e| e.to_string())
+}
+
 /// The price a robot offers every provider of a placement, spares included: the highest bid
 /// among them (the market's uniform price covers the k chosen; a spare bid higher), so that
 /// any of them takes the session. Micro-tokens.

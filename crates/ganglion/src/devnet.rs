@@ -26,7 +26,7 @@ use crate::nodes::{self, Drive};
 use crate::report::{provider_lines, signed_by_provider, Report, Tally};
 
 /// Providers a new devnet provider bootstraps through.
-const BOOTSTRAP_PEERS: usize = 3;
+pub const BOOTSTRAP_PEERS: usize = 3;
 
 /// Most providers or robots one devnet runs.
 pub const NODES_MAX: usize = 256;
@@ -118,30 +118,32 @@ impl Args {
 }
 
 /// A provider running on its own thread.
-struct ProviderProc {
-    addr: ProviderAddr,
+pub struct ProviderProc {
+    pub addr: ProviderAddr,
     /// Where its control plane listens (others bootstrap from it).
-    control: Vec<libp2p::Multiaddr>,
-    kill: Option<oneshot::Sender<()>>,
-    alive: Arc<AtomicBool>,
+    pub control: Vec<libp2p::Multiaddr>,
+    pub kill: Option<oneshot::Sender<()>>,
+    pub alive: Arc<AtomicBool>,
     /// Its vouchers (kept after it is killed: what it would redeem).
-    ledger: Arc<std::sync::Mutex<ganglion_settle::Ledger>>,
+    pub ledger: Arc<std::sync::Mutex<ganglion_settle::Ledger>>,
 }
 
 /// What one devnet provider offers and how it joins the network.
-struct ProviderPlan {
-    index: usize,
-    model: String,
-    workers: usize,
-    slots: u32,
-    bootstrap: Vec<libp2p::Multiaddr>,
-    heartbeat: Duration,
-    gpus: ganglion_runtime::accel::Gpus,
-    domain: ganglion_settle::Domain,
+pub struct ProviderPlan {
+    /// Its place in the devnet's list of cities and prices.
+    pub index: usize,
+    /// Models it serves (bundled aliases or alias=path).
+    pub models: Vec<String>,
+    pub workers: usize,
+    pub slots: u32,
+    pub bootstrap: Vec<libp2p::Multiaddr>,
+    pub heartbeat: Duration,
+    pub gpus: ganglion_runtime::accel::Gpus,
+    pub domain: ganglion_settle::Domain,
 }
 
 /// Heartbeat interval of devnet nodes: a killed provider leaves every view within three.
-const HEARTBEAT: Duration = Duration::from_millis(500);
+pub const HEARTBEAT: Duration = Duration::from_millis(500);
 
 /// Longest the devnet waits, after the robots stop, for the last vouchers to arrive.
 const SETTLE_WAIT: Duration = Duration::from_secs(3);
@@ -152,8 +154,14 @@ const ROBOT_BUDGET: MicroTokens = MicroTokens(10_000_000);
 /// How long robots wait for the network to offer them a placement.
 const DISCOVER: Duration = Duration::from_secs(15);
 
-fn start_provider(plan: ProviderPlan) -> anyhow::Result<ProviderProc> {
-    let model = nodes::load_model(&plan.model)?;
+/// Starts a devnet provider on its own thread and runtime; dropping its `kill` sender, or
+/// sending on it, stops it abruptly.
+pub fn start_provider(plan: ProviderPlan) -> anyhow::Result<ProviderProc> {
+    let models = plan
+        .models
+        .iter()
+        .map(|m| nodes::load_model(m))
+        .collect::<anyhow::Result<Vec<_>>>()?;
     let key = Arc::new(NodeKey::generate());
     let (ready_tx, ready_rx) = std::sync::mpsc::channel();
     let (kill_tx, kill_rx) = oneshot::channel::<()>();
@@ -170,7 +178,7 @@ fn start_provider(plan: ProviderPlan) -> anyhow::Result<ProviderProc> {
                 Err(e) => return drop(ready_tx.send(Err(anyhow::Error::from(e)))),
             };
             let runtime = Arc::new(Runtime::new(
-                vec![model],
+                models,
                 RuntimeConfig {
                     workers: plan.workers,
                     ..RuntimeConfig::default()
@@ -281,7 +289,7 @@ pub fn run(args: Args) -> anyhow::Result<()> {
             .collect();
         providers.push(start_provider(ProviderPlan {
             index,
-            model: args.model.clone(),
+            models: vec![args.model.clone()],
             workers: args.workers,
             slots,
             bootstrap,

@@ -9,6 +9,7 @@ mod bench_propagation;
 mod chaos;
 mod control;
 mod devnet;
+mod gateway;
 mod keys;
 mod market;
 mod nodes;
@@ -51,6 +52,10 @@ enum Command {
     /// UDP link emulator), then a table of lost and late requests, p99 against steady state,
     /// time to restore redundancy, hedging load and the books.
     Chaos(chaos::Args),
+    /// Serve the network over HTTP: an inference API, OpenAI-compatible endpoints for agents
+    /// (models, embeddings), Prometheus metrics and a live dashboard. `--devnet` starts a
+    /// network in the same process first.
+    Gateway(gateway::Args),
 }
 
 fn main() -> anyhow::Result<()> {
@@ -70,5 +75,6 @@ fn main() -> anyhow::Result<()> {
         Command::Sim(args) => sim::run(args),
         Command::Watch(args) => control::watch(args),
         Command::Chaos(args) => chaos::run(args),
+        Command::Gateway(args) => gateway::run(args),
     }
 }

@@ -55,6 +55,15 @@ pub fn provider_price(index: usize) -> u64 {
     100 + 15 * index as u64
 }
 
+/// The devnet city (provider or robot site) within 50 km of `at`, if any.
+pub fn city_near(at: &Coordinates) -> Option<&'static str> {
+    PROVIDER_SITES
+        .iter()
+        .chain(&ROBOT_SITES)
+        .find(|(_, lat, lon)| Coordinates::new(*lat, *lon).is_ok_and(|c| c.distance_km(at) <= 50.0))
+        .map(|(name, _, _)| *name)
+}
+
 /// Where devnet robot `index` stands.
 pub fn robot_site(index: usize) -> anyhow::Result<(&'static str, Coordinates)> {
     let site = ROBOT_SITES[index % ROBOT_SITES.len()];

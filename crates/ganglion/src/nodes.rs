@@ -49,7 +49,7 @@ pub struct ProviderArgs {
     /// Node key file (from `ganglion keys new`); a fresh key if omitted.
     #[arg(long)]
     key: Option<PathBuf>,
-    /// Models to serve: a bundled alias (blazeface, hand-landmark) or alias=path/to/model.onnx.
+    /// Models to serve: a bundled alias (blazeface, hand-landmark, all-minilm-l6-v2) or alias=path/to/model.onnx.
     #[arg(long = "model", default_values_t = vec!["blazeface".to_owned()])]
     models: Vec<String>,
     /// Inference worker threads.
@@ -102,7 +102,7 @@ pub fn load_model_with(spec: &str, options: &LoadOptions) -> anyhow::Result<Mode
         return Ok(Model::load_with(bundled.alias(), bundled.bytes(), options)?);
     }
     let Some((alias, path)) = spec.split_once('=') else {
-        bail!("unknown model {spec:?}: use a bundled alias (blazeface, hand-landmark) or alias=path/to/model.onnx");
+        bail!("unknown model {spec:?}: use a bundled alias (blazeface, hand-landmark, all-minilm-l6-v2) or alias=path/to/model.onnx");
     };
     let len = std::fs::metadata(path)
         .with_context(|| format!("cannot read model {path}"))?
@@ -356,8 +356,8 @@ pub fn load_frames(dir: Option<&Path>) -> anyhow::Result<Vec<Rgb>> {
 
 /// The model a robot asks for, and its inputs for each frame.
 pub fn model_inputs(model: &str, frames: &[Rgb]) -> anyhow::Result<(ModelHash, Vec<Tensor>)> {
-    let Some(bundled) = Bundled::by_alias(model) else {
-        bail!("robots can prepare frames for the bundled models only (blazeface, hand-landmark), got {model:?}");
+    let Some(bundled) = Bundled::by_alias(model).filter(|b| b.takes_images()) else {
+        bail!("robots can prepare frames for the bundled image models only (blazeface, hand-landmark), got {model:?}");
     };
     let inputs = frames
         .iter()
