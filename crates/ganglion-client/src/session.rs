@@ -97,6 +97,9 @@ pub enum RequestError {
     DeadlineMissed(Duration),
     #[error("every provider failed this request; last error: {0}")]
     AllFailed(String),
+    /// Every provider that got a copy was too loaded to take it (an instant refusal).
+    #[error("the providers are busy: {0}")]
+    Busy(String),
     /// The providers refused the inputs (wrong shape, type or size): the caller's fault.
     #[error("the providers refused the inputs: {0}")]
     BadInput(String),
@@ -500,6 +503,7 @@ impl Inner {
                     if outstanding == 0 {
                         return Err(match last_error {
                             Some(ServeError::BadInput(e)) => RequestError::BadInput(e),
+                            Some(e @ ServeError::Busy { .. }) => RequestError::Busy(e.to_string()),
                             Some(e) => RequestError::AllFailed(e.to_string()),
                             None => RequestError::DeadlineMissed(deadline_in),
                         });

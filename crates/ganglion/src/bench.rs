@@ -7,6 +7,7 @@
 //! - `net`: a request/answer round trip through the data plane (session stream, framing,
 //!   encoding, hashing, the provider's signature and the robot's verification) with an echo
 //!   service, against a raw quinn stream echo and a raw TCP echo, at 64 B and 1 MiB.
+//! - `gateway` (`bench_gateway`): the HTTP API against a ganglion-client session directly.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -77,6 +78,19 @@ enum Which {
         /// New providers that join, one after another.
         #[arg(long, default_value_t = 40)]
         trials: usize,
+    },
+    /// The gateway's HTTP API (inference, embeddings) against a ganglion-client session in
+    /// the same process, on the same providers; then a concurrent load through each.
+    Gateway {
+        /// Samples of each request, one at a time.
+        #[arg(long, default_value_t = 200)]
+        samples: usize,
+        /// Clients at once in the load phase.
+        #[arg(long, default_value_t = 4)]
+        concurrency: usize,
+        /// Seconds of load through each.
+        #[arg(long, default_value_t = 10.0)]
+        load_s: f64,
     },
     /// The data plane against raw quinn and raw TCP echoes.
     Net {
@@ -193,6 +207,21 @@ pub fn run(args: Args) -> anyhow::Result<()> {
             lines
         }
         Which::Net { samples } => net(samples.clamp(10, SAMPLES_MAX))?,
+        Which::Gateway {
+            samples,
+            concurrency,
+            load_s,
+        } => {
+            anyhow::ensure!(
+                (1..=256).contains(&concurrency),
+                "--concurrency must be 1 to 256"
+            );
+            anyhow::ensure!(
+                load_s.is_finite() && (0.5..=3600.0).contains(&load_s),
+                "--load-s must be 0.5 to 3600"
+            );
+            crate::bench_gateway::gateway(samples.clamp(10, SAMPLES_MAX), concurrency, load_s)?
+        }
         Which::Propagation { trials } => {
             crate::bench_propagation::propagation(trials.clamp(5, 10_000))?
         }

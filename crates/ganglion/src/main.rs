@@ -4,6 +4,7 @@
 
 mod bench;
 mod bench_batch;
+mod bench_gateway;
 mod bench_ingest;
 mod bench_propagation;
 mod chaos;

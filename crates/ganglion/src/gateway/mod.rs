@@ -411,9 +411,9 @@ async fn serve(
         let _ = d.await;
     }
     // Settle: every provider paid holds its latest voucher before the gateway leaves.
-    gateway.pool.close().await;
+    gateway.pool.settle().await;
     for r in &robots {
-        r.pool.close().await;
+        r.pool.settle().await;
     }
     let snapshot = api::network_snapshot(&gateway);
     println!(

@@ -335,9 +335,15 @@ impl Pool {
             let started = Instant::now();
             loop {
                 let placed = crate::control::place_in(&self.view, &want);
+                // A view that already lists the model has given its answer (a deadline out of
+                // reach, prices too high): wait only while the view may still be filling.
+                let listed = self.view.lock().is_ok_and(|v| {
+                    v.providers()
+                        .any(|(_, k)| k.models.iter().any(|l| l.model == key.model))
+                });
                 match placed {
                     Ok(p) => break p,
-                    Err(e) if started.elapsed() >= DISCOVER => {
+                    Err(e) if listed || started.elapsed() >= DISCOVER => {
                         return Err(ApiError::unavailable(
                             "no_placement",
                             format!(
@@ -424,17 +430,11 @@ impl Pool {
         }))
     }
 
-    /// Settles with every provider paid and closes the sessions (graceful shutdown).
-    pub async fn close(&self) {
-        let cells: Vec<_> = self
-            .sessions
-            .lock()
-            .map(|mut s| s.drain().map(|(_, c)| c).collect())
-            .unwrap_or_default();
-        for cell in cells {
-            if let Some(opened) = cell.get() {
-                opened.session.settle(Duration::from_secs(1)).await;
-            }
+    /// Makes sure every provider paid holds its latest voucher (graceful shutdown); the
+    /// sessions stay listed, so that what they spent can still be read.
+    pub async fn settle(&self) {
+        for (_, opened) in self.sessions() {
+            opened.session.settle(Duration::from_secs(1)).await;
         }
     }
 }
@@ -447,6 +447,7 @@ fn request_error(e: &RequestError) -> ApiError {
             ApiError::invalid("invalid_input", e.to_string()).param("inputs")
         }
         RequestError::Budget { .. } => ApiError::budget(e.to_string()),
+        RequestError::Busy(_) => ApiError::unavailable("providers_busy", e.to_string()),
         _ => ApiError::unavailable("no_provider", e.to_string()),
     }
 }
