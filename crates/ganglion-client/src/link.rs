@@ -246,6 +246,12 @@ impl Link {
         &self.outputs
     }
 
+    /// The connection's smoothed round trip (QUIC's estimate, kept fresh by keep-alives on
+    /// an idle standby).
+    pub fn rtt(&self) -> Duration {
+        self.connection.rtt()
+    }
+
     pub fn is_alive(&self) -> bool {
         self.alive.load(Ordering::Relaxed)
     }

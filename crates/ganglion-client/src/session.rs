@@ -38,6 +38,23 @@ const SETTLE_FLUSH: Duration = Duration::from_millis(100);
 /// (and at least 1 ms).
 const SWEEP_DIVISOR: u32 = 2;
 
+/// How often the session compares its providers' measured latency with the standby's.
+pub const DRIFT_EVERY: Duration = Duration::from_millis(500);
+
+/// An active provider has drifted when its p95 exceeds this multiple of what the standby
+/// would give (its round trip plus the best active provider's service time), plus
+/// [`DRIFT_MARGIN`]...
+pub const DRIFT_FACTOR: f64 = 1.5;
+
+/// ...by at least this much (a millisecond or two is noise, not drift).
+pub const DRIFT_MARGIN: Duration = Duration::from_millis(2);
+
+/// ...at this many checks in a row.
+const DRIFT_STRIKES: u32 = 2;
+
+/// Least time between two moves (each one needs a new standby and fresh latency samples).
+const DRIFT_COOLDOWN: Duration = Duration::from_secs(3);
+
 /// What a session asks for.
 #[derive(Debug, Clone)]
 pub struct SessionConfig {
@@ -119,12 +136,34 @@ pub struct SessionStatus {
     pub spares: usize,
     pub failovers: u64,
     pub down: Vec<(NodeId, DownReason)>,
+    /// Make-before-break moves: an active provider whose latency drifted above what the
+    /// standby would give was replaced by the standby (promoted first, then the slow one
+    /// stopped getting requests).
+    pub moves: Vec<Moved>,
     /// Requests made and copies sent: copies / requests − 1 is the extra load hedging cost.
     pub requests: u64,
     pub copies: u64,
     /// What the session's vouchers add up to, and the cumulative amount per provider.
     pub spent: MicroTokens,
     pub paid: Vec<(NodeId, MicroTokens)>,
+}
+
+/// One make-before-break move.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Moved {
+    /// The provider that drifted, and its p95 then.
+    pub from: NodeId,
+    pub from_p95: Duration,
+    /// The standby that took its place, and what it was expected to give.
+    pub to: NodeId,
+    pub to_estimate: Duration,
+}
+
+/// The drift check's memory: who was slow at the last checks, and when the last move was.
+#[derive(Debug, Default)]
+struct Drift {
+    strikes: Option<(NodeId, u32)>,
+    last_move: Option<Instant>,
 }
 
 struct Inner {
@@ -143,6 +182,8 @@ struct Inner {
     /// Every provider this session has had a link with (to settle with at the end).
     known: Mutex<std::collections::HashMap<NodeId, ProviderAddr>>,
     failovers: AtomicU64,
+    moves: Mutex<Vec<Moved>>,
+    drift: Mutex<Drift>,
     requests: AtomicU64,
     copies: AtomicU64,
     next_request: AtomicU64,
@@ -203,6 +244,8 @@ impl Session {
             connecting_standby: std::sync::atomic::AtomicBool::new(false),
             known: Mutex::new(std::collections::HashMap::new()),
             failovers: AtomicU64::new(0),
+            moves: Mutex::new(Vec::new()),
+            drift: Mutex::new(Drift::default()),
             requests: AtomicU64::new(0),
             copies: AtomicU64::new(0),
             next_request: AtomicU64::new(1),
@@ -231,6 +274,7 @@ impl Session {
             spares: inner.spares.lock().map_or(0, |s| s.len()),
             failovers: inner.failovers.load(Ordering::Relaxed),
             down: inner.down.lock().map(|d| d.clone()).unwrap_or_default(),
+            moves: inner.moves.lock().map(|m| m.clone()).unwrap_or_default(),
             requests: inner.requests.load(Ordering::Relaxed),
             copies: inner.copies.load(Ordering::Relaxed),
             spent: inner
@@ -542,6 +586,11 @@ impl Inner {
             self.spawn_refill();
             return;
         }
+        // A provider already out of the session (moved away from, or settled with) going
+        // down is no failover.
+        if !self.links().iter().any(|l| l.provider().id == id) {
+            return;
+        }
         self.remove(id);
         if let Ok(mut down) = self.down.lock() {
             down.push((id, reason));
@@ -556,6 +605,77 @@ impl Inner {
             _ => info!(provider = %id, %reason, "provider down: failing over to a spare"),
         }
         self.failovers.fetch_add(1, Ordering::Relaxed);
+        self.spawn_refill();
+    }
+
+    /// Make-before-break: when the slowest active provider's p95 has drifted well above what
+    /// the warm standby would give (its round trip plus the best active provider's service
+    /// time), at [`DRIFT_STRIKES`] checks in a row, the standby is promoted first and only then
+    /// does the slow provider stop getting requests; the copies already sent to it may still
+    /// answer, and its link closes a deadline later. A new standby is connected after.
+    fn check_drift(self: &Arc<Self>, now: Instant) {
+        let Some(standby) = self.standby().filter(|s| s.is_alive()) else {
+            return;
+        };
+        let measured: Vec<(Arc<Link>, Duration)> = self
+            .links()
+            .into_iter()
+            .filter_map(|l| {
+                let p95 = Duration::from_micros(u64::from(l.p95_us()?));
+                Some((l, p95))
+            })
+            .collect();
+        let Some(service) = measured
+            .iter()
+            .map(|(l, p95)| p95.saturating_sub(l.rtt()))
+            .min()
+        else {
+            return;
+        };
+        let Some((slow, p95)) = measured.iter().max_by_key(|(_, p95)| *p95) else {
+            return;
+        };
+        let estimate = standby.rtt() + service;
+        let drifted = *p95 > estimate.mul_f64(DRIFT_FACTOR) + DRIFT_MARGIN;
+        let Ok(mut drift) = self.drift.lock() else {
+            return;
+        };
+        let id = slow.provider().id;
+        drift.strikes = match (drifted, drift.strikes) {
+            (false, _) => None,
+            (true, Some((was, n))) if was == id => Some((id, n + 1)),
+            (true, _) => Some((id, 1)),
+        };
+        let cooled = drift
+            .last_move
+            .is_none_or(|at| now.saturating_duration_since(at) >= DRIFT_COOLDOWN);
+        if drift.strikes.is_none_or(|(_, n)| n < DRIFT_STRIKES) || !cooled {
+            return;
+        }
+        let Some(promoted) = self.standby.lock().ok().and_then(|mut s| s.take()) else {
+            return;
+        };
+        drift.strikes = None;
+        drift.last_move = Some(now);
+        drop(drift);
+        let moved = Moved {
+            from: id,
+            from_p95: *p95,
+            to: promoted.provider().id,
+            to_estimate: estimate,
+        };
+        info!(from = %id, p95 = ?p95, to = %moved.to, estimate = ?estimate, "latency drifted: standby promoted, slow provider moved out");
+        self.add(promoted);
+        self.remove(id);
+        if let Ok(mut moves) = self.moves.lock() {
+            moves.push(moved);
+        }
+        let slow = Arc::clone(slow);
+        let linger = self.config.deadline;
+        tokio::spawn(async move {
+            tokio::time::sleep(linger).await;
+            slow.close();
+        });
         self.spawn_refill();
     }
 
@@ -626,12 +746,15 @@ async fn supervise(inner: Arc<Inner>, mut down_rx: mpsc::Receiver<(NodeId, DownR
     let every = (inner.config.deadline / SWEEP_DIVISOR).max(Duration::from_millis(1));
     let mut tick = tokio::time::interval(every);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut drift = tokio::time::interval(DRIFT_EVERY);
+    drift.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
         tokio::select! {
             down = down_rx.recv() => match down {
                 Some((id, reason)) => inner.replace(id, reason),
                 None => return,
             },
+            _ = drift.tick() => inner.check_drift(clock::now()),
             _ = tick.tick() => {
                 let now: Instant = clock::now();
                 for link in inner.links() {

@@ -128,3 +128,77 @@ async fn a_camera_frame_crosses_a_distant_link_in_about_one_round_trip() {
     assert!(median >= delay, "{median:?}");
     assert!(median < delay * 5 / 2, "median {median:?} for a 20 ms path");
 }
+
+/// Make-before-break: when one active provider's link slows down (an emulated +40 ms), the
+/// session notices its p95 drifting above what the warm standby would give, promotes the
+/// standby first and only then stops sending to the slow provider. No request is lost or late
+/// on the way, k providers stay active throughout, and nothing moves while all links are
+/// equally fast.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_provider_whose_latency_drifts_is_replaced_by_the_standby_before_it_is_dropped() {
+    let providers = vec![provider().await, provider().await, provider().await];
+    let links = Links::new();
+    let (session, _) = robot(&links, 2, providers.clone()).await;
+    let status = session.status();
+    assert_eq!(status.active.len(), 2);
+    let standby = status
+        .standby
+        .expect("a third provider is the warm standby");
+    let slow = status.active[0];
+    let slow_addr = providers.iter().find(|p| p.id == slow).unwrap().addr;
+
+    // Steady: enough answers for every active provider's p95, and no move.
+    for _ in 0..60 {
+        session.request(bytes()).await.unwrap();
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    assert!(
+        session.status().moves.is_empty(),
+        "{:?}",
+        session.status().moves
+    );
+
+    let delay = Duration::from_millis(40);
+    links.set(
+        slow_addr,
+        Link {
+            delay,
+            jitter: Duration::ZERO,
+            loss: 0.0,
+        },
+    );
+    let started = std::time::Instant::now();
+    let mut moved_after = None;
+    while started.elapsed() < Duration::from_secs(8) {
+        let answer = session.request(bytes()).await.unwrap();
+        assert!(
+            answer.latency < Duration::from_millis(500),
+            "{:?}",
+            answer.latency
+        );
+        let now = session.status();
+        assert!(now.active.len() >= 2, "k providers stay active: {now:?}");
+        if !now.moves.is_empty() {
+            moved_after = Some(started.elapsed());
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    let moved_after = moved_after.expect("the drifted provider was moved out within 8 s");
+    let status = session.status();
+    let moved = status.moves[0];
+    assert_eq!((moved.from, moved.to), (slow, standby), "{status:?}");
+    assert!(moved.from_p95 >= delay, "{moved:?}");
+    assert!(!status.active.contains(&slow) && status.active.contains(&standby));
+    assert_eq!(status.failovers, 0, "a move is not a failover");
+    eprintln!(
+        "moved off the drifted provider {moved_after:?} after its link slowed (p95 {:?}, standby expected {:?})",
+        moved.from_p95, moved.to_estimate
+    );
+    // The fast providers answer from now on.
+    for _ in 0..20 {
+        let answer = session.request(bytes()).await.unwrap();
+        assert_ne!(answer.provider, slow);
+        assert!(answer.latency < delay, "{:?}", answer.latency);
+    }
+}

@@ -9,8 +9,8 @@
 //!   against its declared types and shapes before running.
 //! - [`runtime`]: the models a provider serves and a bounded pool of worker threads; a full
 //!   queue, or one that would make a request miss its deadline, answers "busy" at once.
-//! - [`text`]: BERT's WordPiece tokenizer (as HF `tokenizers` runs it) and sentence-embedding
-//!   pooling for the bundled MiniLM.
+//! - [`text`]: the `ganglion-text` crate (BERT's WordPiece tokenizer, as HF `tokenizers` runs
+//!   it, and sentence-embedding pooling for the bundled MiniLM), re-exported.
 //! - [`vision`]: image pre-processing (decode, resize, normalise) and decoders for the bundled
 //!   models (BlazeFace face boxes, hand landmarks).
 //! - [`zoo`]: the models and images bundled with Ganglion, with their credit.
@@ -20,7 +20,7 @@ pub mod backend;
 mod batch;
 pub mod model;
 pub mod runtime;
-pub mod text;
+pub use ganglion_text as text;
 pub mod vision;
 pub mod zoo;
 

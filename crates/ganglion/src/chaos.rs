@@ -1,14 +1,22 @@
-//! `ganglion chaos`: providers and a robot as separate processes of this binary, on loopback,
-//! finding each other through the control plane, and faults made for real:
+//! `ganglion chaos`: providers and robots (`--robots`, two by default, each with its own
+//! session) as separate processes of this binary, on loopback, finding each other through the
+//! control plane, and faults made for real:
 //!
 //! 1. steady state;
 //! 2. `kill -9` of an active provider;
 //! 3. SIGSTOP of the other active provider (frozen: its sockets stay open, nothing answers),
 //!    SIGCONT at the end of the phase;
-//! 4. delay, jitter and loss on the link to an active provider (the robot's UDP-layer link
+//! 4. delay, jitter and loss on robot 0's link to an active provider (its UDP-layer link
 //!    emulator: an EMULATION, as this kernel has no netem), healed at the end of the phase;
-//! 5. a partition of the robot from an active provider (the emulated link cut), healed;
+//! 5. a partition of robot 0 from an active provider (the emulated link cut), healed;
 //! 6. steady state again.
+//!
+//! With `--netns`, every provider runs in a network namespace of its own (a separate network
+//! stack), joined to the robot's by a veth pair on one bridge, and the partition is real: the
+//! provider's veth is taken down (`ip link set … down`), which cuts it from the robot and from
+//! every other node, and brought up again to heal. The harness sets the namespaces up and tears
+//! them down itself (root and iproute2 needed; it says so when it cannot). Delay, jitter and
+//! loss stay the emulator's: these kernels have no netem qdisc.
 //!
 //! Then it prints, per phase, the requests made, lost and late, the p99 latency against the
 //! steady state's, the time until the session had k active providers and a standby again, the
@@ -27,6 +35,9 @@ use serde::Serialize;
 
 /// Providers the harness starts.
 const PROVIDERS: usize = 5;
+
+/// Most robot processes.
+const ROBOTS_MAX: usize = 8;
 
 /// Heartbeat interval of every node, ms.
 const HEARTBEAT_MS: u64 = 500;
@@ -51,6 +62,116 @@ pub struct Args {
     /// Keep the run's files (traces, links, reports) in this folder instead of a temporary one.
     #[arg(long)]
     keep: Option<PathBuf>,
+    /// Robot processes, each with its own session on the same providers (the link faults
+    /// are robot 0's; the kill, the freeze and a namespace partition hit every robot).
+    #[arg(long, default_value_t = 2)]
+    robots: usize,
+    /// Run each provider in a network namespace of its own, and partition for real (the
+    /// provider's veth down). Needs root and iproute2.
+    #[arg(long)]
+    netns: bool,
+}
+
+/// Separate network stacks for `--netns`: a namespace per provider, each joined by a veth
+/// pair to one bridge in the robot's namespace. Torn down when dropped.
+struct Netns {
+    tag: String,
+    subnet: String,
+    bridge: String,
+    spaces: Vec<String>,
+}
+
+fn ip(args: &[&str]) -> anyhow::Result<()> {
+    let out = Command::new("ip")
+        .args(args)
+        .output()
+        .context("cannot run ip(8): --netns needs iproute2")?;
+    anyhow::ensure!(
+        out.status.success(),
+        "ip {}: {}",
+        args.join(" "),
+        String::from_utf8_lossy(&out.stderr).trim()
+    );
+    Ok(())
+}
+
+impl Netns {
+    fn setup(providers: usize) -> anyhow::Result<Self> {
+        let pid = std::process::id();
+        let tag = format!("{}", pid % 100_000);
+        let mut me = Self {
+            subnet: format!("10.201.{}", pid % 250),
+            bridge: format!("gcb{tag}"),
+            tag,
+            spaces: Vec::new(),
+        };
+        ip(&["link", "add", &me.bridge, "type", "bridge"]).context(
+            "cannot make network namespaces here (root and iproute2 are needed; run without --netns for the emulator only)",
+        )?;
+        ip(&[
+            "addr",
+            "add",
+            &format!("{}.1/24", me.subnet),
+            "dev",
+            &me.bridge,
+        ])?;
+        ip(&["link", "set", &me.bridge, "up"])?;
+        for i in 0..providers {
+            let ns = format!("gchaos{}-{i}", me.tag);
+            ip(&["netns", "add", &ns])?;
+            me.spaces.push(ns.clone());
+            let (host, inner) = (me.host_if(i), format!("gc{}n{i}", me.tag));
+            ip(&["link", "add", &host, "type", "veth", "peer", "name", &inner])?;
+            ip(&["link", "set", &inner, "netns", &ns])?;
+            ip(&["link", "set", &host, "master", &me.bridge, "up"])?;
+            ip(&[
+                "-n",
+                &ns,
+                "addr",
+                "add",
+                &format!("{}/24", me.addr(i)),
+                "dev",
+                &inner,
+            ])?;
+            ip(&["-n", &ns, "link", "set", &inner, "up"])?;
+            ip(&["-n", &ns, "link", "set", "lo", "up"])?;
+        }
+        Ok(me)
+    }
+
+    /// Provider `i`'s address in its namespace.
+    fn addr(&self, i: usize) -> String {
+        format!("{}.{}", self.subnet, 10 + i)
+    }
+
+    /// The robot's address, on the bridge.
+    fn robot_addr(&self) -> String {
+        format!("{}.1", self.subnet)
+    }
+
+    fn host_if(&self, i: usize) -> String {
+        format!("gc{}h{i}", self.tag)
+    }
+
+    /// Cuts provider `i` off (its veth down), or heals it.
+    fn cut(&self, i: usize, cut: bool) -> anyhow::Result<()> {
+        ip(&[
+            "link",
+            "set",
+            &self.host_if(i),
+            if cut { "down" } else { "up" },
+        ])
+    }
+}
+
+impl Drop for Netns {
+    fn drop(&mut self) {
+        for ns in &self.spaces {
+            // Deleting a namespace deletes its end of the veth pair, and so the pair.
+            let _ = ip(&["netns", "del", ns]);
+        }
+        let _ = ip(&["link", "del", &self.bridge]);
+    }
 }
 
 /// One node process; killed when dropped.
@@ -103,11 +224,30 @@ fn signal(child: &Child, sig: &str) -> anyhow::Result<()> {
     Ok(())
 }
 
-fn start_provider(index: usize, bootstrap: Option<&str>) -> anyhow::Result<Proc> {
+fn start_provider(
+    index: usize,
+    bootstrap: Option<&str>,
+    netns: Option<&Netns>,
+) -> anyhow::Result<Proc> {
     let exe = std::env::current_exe()?;
-    let mut cmd = Command::new(exe);
-    cmd.args(["provider", "--listen", "127.0.0.1:0"])
-        .args(["--heartbeat-ms", &HEARTBEAT_MS.to_string()])
+    let mut cmd = match netns {
+        Some(n) => {
+            // `ip netns exec` execs the command: the child's pid is the provider's.
+            let mut cmd = Command::new("ip");
+            cmd.args(["netns", "exec", &n.spaces[index]]).arg(exe);
+            let at = n.addr(index);
+            cmd.args(["provider", "--listen", &format!("{at}:0")])
+                .args(["--p2p-listen", &format!("/ip4/{at}/udp/0/quic-v1")])
+                .args(["--p2p-listen", &format!("/ip4/{at}/tcp/0")]);
+            cmd
+        }
+        None => {
+            let mut cmd = Command::new(exe);
+            cmd.args(["provider", "--listen", "127.0.0.1:0"]);
+            cmd
+        }
+    };
+    cmd.args(["--heartbeat-ms", &HEARTBEAT_MS.to_string()])
         .args(["--price", &(100 + 10 * index).to_string()])
         .stdout(Stdio::piped())
         .stderr(Stdio::null());
@@ -217,6 +357,10 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         "--phase-s must be 1 to 600"
     );
     crate::nodes::check_run(args.rate_hz, args.phase_s * 6.0, args.deadline_ms)?;
+    anyhow::ensure!(
+        (1..=ROBOTS_MAX).contains(&args.robots),
+        "--robots must be 1 to {ROBOTS_MAX}"
+    );
     let degrade: ganglion_net::emulate::Link = args
         .degrade
         .parse()
@@ -229,50 +373,88 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         None => std::env::temp_dir().join(format!("ganglion-chaos-{}", std::process::id())),
     };
     std::fs::create_dir_all(&dir)?;
-    let (links, trace, report) = (
-        dir.join("links"),
-        dir.join("trace.csv"),
-        dir.join("robot.json"),
-    );
-    std::fs::write(&links, "")?;
+    // Each robot follows its own link table; the link faults are robot 0's.
+    let files: Vec<(PathBuf, PathBuf, PathBuf)> = (0..args.robots)
+        .map(|r| {
+            (
+                dir.join(format!("links-{r}")),
+                dir.join(format!("trace-{r}.csv")),
+                dir.join(format!("robot-{r}.json")),
+            )
+        })
+        .collect();
+    for (links, _, _) in &files {
+        std::fs::write(links, "")?;
+    }
+    let links = files[0].0.clone();
 
+    let netns = if args.netns {
+        let n = Netns::setup(PROVIDERS)?;
+        println!(
+            "chaos: network namespaces {}-0..{} on bridge {} ({}.0/24): every provider has a network stack of its own; the partition is a veth taken down",
+            n.spaces[0].trim_end_matches("-0"),
+            PROVIDERS - 1,
+            n.bridge,
+            n.subnet
+        );
+        Some(n)
+    } else {
+        println!("chaos: one network stack (loopback); the partition and the degraded link are EMULATED at the robot's UDP layer (--netns for real separate stacks)");
+        None
+    };
     println!("chaos: starting {PROVIDERS} provider processes…");
-    let mut providers = vec![start_provider(0, None)?];
+    let mut providers = vec![start_provider(0, None, netns.as_ref())?];
     let boot = providers[0].control.clone();
     for i in 1..PROVIDERS {
-        providers.push(start_provider(i, Some(&boot))?);
+        providers.push(start_provider(i, Some(&boot), netns.as_ref())?);
     }
     let phase = Duration::from_secs_f64(args.phase_s);
     let duration_s = args.phase_s * 6.0;
     let exe = std::env::current_exe()?;
-    let mut robot = Command::new(exe)
-        .args(["robot", "--bootstrap", &boot])
-        .args(["--heartbeat-ms", &HEARTBEAT_MS.to_string()])
-        .args(["--rate-hz", &args.rate_hz.to_string()])
-        .args(["--duration-s", &duration_s.to_string()])
-        .args(["--deadline-ms", &args.deadline_ms.to_string()])
-        .arg("--links")
-        .arg(&links)
-        .arg("--trace")
-        .arg(&trace)
-        .arg("--json")
-        .arg(&report)
-        .env("RUST_LOG", "ganglion_client=info,ganglion=info")
-        .stdout(Stdio::piped())
-        .stderr(Stdio::from(std::fs::File::create(dir.join("robot.log"))?))
-        .spawn()
-        .context("cannot start the robot")?;
-    let robot_lines = spawn_lines(&mut robot)?;
-    let open = wait_line(&robot_lines, "robot session open", Duration::from_secs(30))?;
-    println!("  {open}");
+    let mut robots = Vec::new();
+    for (r, (links, trace, report)) in files.iter().enumerate() {
+        let mut robot = Command::new(&exe);
+        robot.arg("robot");
+        if let Some(n) = &netns {
+            let at = n.robot_addr();
+            robot
+                .args(["--p2p-listen", &format!("/ip4/{at}/udp/0/quic-v1")])
+                .args(["--p2p-listen", &format!("/ip4/{at}/tcp/0")]);
+        }
+        let mut robot = robot
+            .args(["--bootstrap", &boot])
+            .args(["--heartbeat-ms", &HEARTBEAT_MS.to_string()])
+            .args(["--rate-hz", &args.rate_hz.to_string()])
+            .args(["--duration-s", &duration_s.to_string()])
+            .args(["--deadline-ms", &args.deadline_ms.to_string()])
+            .arg("--links")
+            .arg(links)
+            .arg("--trace")
+            .arg(trace)
+            .arg("--json")
+            .arg(report)
+            .env("RUST_LOG", "ganglion_client=info,ganglion=info")
+            .stdout(Stdio::piped())
+            .stderr(Stdio::from(std::fs::File::create(
+                dir.join(format!("robot-{r}.log")),
+            )?))
+            .spawn()
+            .context("cannot start a robot")?;
+        let robot_lines = spawn_lines(&mut robot)?;
+        robots.push((robot, robot_lines));
+    }
     // The cheapest two are active, the third the standby (every provider declares the same
     // place, so the market goes by price): fault the active ones, and then their successors.
     let by_suffix =
         |line: &str, i: usize| line.contains(&providers[i].did[providers[i].did.len() - 8..]);
-    anyhow::ensure!(
-        by_suffix(&open, 0) && by_suffix(&open, 1),
-        "the robot did not place on the two cheapest providers: {open}"
-    );
+    for (r, (_, lines)) in robots.iter().enumerate() {
+        let open = wait_line(lines, "robot session open", Duration::from_secs(30))?;
+        println!("  robot {r}: {open}");
+        anyhow::ensure!(
+            by_suffix(&open, 0) && by_suffix(&open, 1),
+            "robot {r} did not place on the two cheapest providers: {open}"
+        );
+    }
     let mut marks: Vec<(String, u64)> = vec![("steady".into(), now_ms())];
     std::thread::sleep(phase);
 
@@ -303,14 +485,26 @@ pub fn run(args: Args) -> anyhow::Result<()> {
     std::thread::sleep(phase);
     std::fs::write(&links, "")?;
 
-    marks.push(("partition robot | provider".into(), now_ms()));
-    write_links(3, "cut")?;
-    std::thread::sleep(phase);
-    std::fs::write(&links, "")?;
+    match &netns {
+        Some(n) => {
+            marks.push(("partition (veth down)".into(), now_ms()));
+            n.cut(3, true)?;
+            std::thread::sleep(phase);
+            n.cut(3, false)?;
+        }
+        None => {
+            marks.push(("partition robot | provider".into(), now_ms()));
+            write_links(3, "cut")?;
+            std::thread::sleep(phase);
+            std::fs::write(&links, "")?;
+        }
+    }
 
     marks.push(("healed".into(), now_ms()));
-    let out = robot.wait_with_output()?;
-    anyhow::ensure!(out.status.success(), "the robot failed");
+    for (r, (robot, _)) in robots.into_iter().enumerate() {
+        let out = robot.wait_with_output()?;
+        anyhow::ensure!(out.status.success(), "robot {r} failed");
+    }
     let end = now_ms();
 
     // Stop the live providers cleanly: each prints what its ledger holds.
@@ -327,21 +521,29 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         }
     }
 
-    let samples = read_trace(&trace)?;
-    let robot_report: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(&report)?)?;
+    let mut traces = Vec::new();
+    let mut reports = Vec::new();
+    for (_, trace, report) in &files {
+        traces.push(read_trace(trace)?);
+        let text = std::fs::read_to_string(report)
+            .with_context(|| format!("cannot read {}", report.display()))?;
+        reports.push(serde_json::from_str::<serde_json::Value>(&text)?);
+    }
     let mut rows = Vec::new();
     let mut steady_p99 = None;
     for (i, (name, start)) in marks.iter().enumerate() {
         let stop = marks.get(i + 1).map_or(end, |(_, t)| *t);
         let in_window = |s: &&Sample| s.t >= *start && s.t < stop;
-        let mut latencies: Vec<u64> = samples
+        let mut latencies: Vec<u64> = traces
             .iter()
+            .flatten()
             .filter(in_window)
             .filter(|s| s.kind == "answer")
             .map(|s| s.value)
             .collect();
-        let lost = samples
+        let lost = traces
             .iter()
+            .flatten()
             .filter(in_window)
             .filter(|s| s.kind == "miss")
             .count() as u64;
@@ -353,16 +555,22 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         let p99 = p99_ms(&mut latencies);
         let steady = *steady_p99.get_or_insert(p99);
         // Restored: from the fault to the first sample with k active and a standby again
-        // after the session noticed (its first failover in the phase). None: no failover.
+        // after the session noticed (its first failover in the phase); the slowest robot's.
+        // None: no robot failed over.
         let restored_ms = (i > 0 && i < marks.len() - 1)
             .then(|| {
-                let noticed = samples
+                traces
                     .iter()
-                    .find(|s| s.kind == "failover" && s.t >= *start && s.t < stop)?;
-                let back = samples
-                    .iter()
-                    .find(|s| s.kind == "active" && s.t >= noticed.t && s.redundant())?;
-                Some(back.t.saturating_sub(*start))
+                    .filter_map(|samples| {
+                        let noticed = samples
+                            .iter()
+                            .find(|s| s.kind == "failover" && s.t >= *start && s.t < stop)?;
+                        let back = samples
+                            .iter()
+                            .find(|s| s.kind == "active" && s.t >= noticed.t && s.redundant())?;
+                        Some(back.t.saturating_sub(*start))
+                    })
+                    .max()
             })
             .flatten();
         rows.push(Row {
@@ -375,12 +583,30 @@ pub fn run(args: Args) -> anyhow::Result<()> {
             restored_ms,
         });
     }
-    let copies = robot_report["copies_per_request"].as_f64().unwrap_or(0.0);
+    // Copies per request over every robot's requests.
+    let (requests, copies) = reports.iter().fold((0.0, 0.0), |(r, c), report| {
+        let n = report["requests"].as_f64().unwrap_or(0.0);
+        (
+            r + n,
+            c + n * report["copies_per_request"].as_f64().unwrap_or(0.0),
+        )
+    });
+    let copies = if requests > 0.0 {
+        copies / requests
+    } else {
+        0.0
+    };
+    // What every robot signed to each provider, added up.
+    let mut signed_by: BTreeMap<String, u64> = BTreeMap::new();
+    for report in &reports {
+        for line in report["providers"].as_array().into_iter().flatten() {
+            let id = line["id"].as_str().unwrap_or("").to_owned();
+            *signed_by.entry(id).or_default() += line["robots_signed_micro"].as_u64().unwrap_or(0);
+        }
+    }
     let mut books = Vec::new();
     let mut agree = true;
-    for line in robot_report["providers"].as_array().into_iter().flatten() {
-        let id = line["id"].as_str().unwrap_or("").to_owned();
-        let signed = line["robots_signed_micro"].as_u64().unwrap_or(0);
+    for (id, signed) in signed_by {
         let holds = held.get(&id).copied();
         if holds.is_some_and(|h| h != signed) {
             agree = false;
@@ -411,8 +637,12 @@ pub fn run(args: Args) -> anyhow::Result<()> {
 fn print(r: &ChaosReport, args: &Args) {
     println!();
     println!(
-        "== chaos: k=2, {} Hz, deadline {} ms, {} s phases, heartbeats {HEARTBEAT_MS} ms ==",
-        args.rate_hz, args.deadline_ms, args.phase_s
+        "== chaos: {} robots, k=2, {} Hz each, deadline {} ms, {} s phases, heartbeats {HEARTBEAT_MS} ms{} ==",
+        args.robots,
+        args.rate_hz,
+        args.deadline_ms,
+        args.phase_s,
+        if args.netns { ", providers in network namespaces" } else { "" }
     );
     println!(
         "{:<34} {:>8} {:>5} {:>5} {:>9} {:>10} {:>12}",

@@ -419,11 +419,32 @@ fn providers_and_watchers_find_each_other_and_notice_a_killed_provider() {
 /// exactly what the robot signed.
 #[test]
 fn chaos_loses_no_request_and_the_books_agree() {
+    chaos_run(&[]);
+}
+
+/// The same with every provider in a network namespace of its own and a real partition (its
+/// veth down). Needs root and iproute2, as CI has: the harness says so when it cannot.
+#[test]
+fn chaos_across_network_namespaces_loses_no_request_through_a_real_partition() {
+    let report = chaos_run(&["--netns"]);
+    let partition = &report["rows"].as_array().unwrap()[4];
+    assert_eq!(partition["phase"], "partition (veth down)", "{report}");
+    // No namespace or bridge is left behind.
+    let left = std::process::Command::new("ip")
+        .args(["netns", "list"])
+        .output()
+        .unwrap();
+    let left = String::from_utf8_lossy(&left.stdout);
+    assert!(!left.contains("gchaos"), "namespaces left behind: {left}");
+}
+
+fn chaos_run(extra: &[&str]) -> serde_json::Value {
     let _heavy = heavy();
-    let json = temp_path("chaos.json");
+    let json = temp_path(&format!("chaos{}.json", extra.len()));
     let out = ganglion()
         .args(["chaos", "--phase-s", "2.5", "--json"])
         .arg(&json)
+        .args(extra)
         .output()
         .unwrap();
     assert!(
@@ -446,4 +467,5 @@ fn chaos_loses_no_request_and_the_books_agree() {
     assert_eq!(report["copies_per_request"].as_f64(), Some(2.0), "{report}");
     assert_eq!(report["books_agree"].as_bool(), Some(true), "{report}");
     let _ = std::fs::remove_file(json);
+    report
 }

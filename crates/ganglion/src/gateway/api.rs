@@ -138,6 +138,17 @@ impl Gateway {
         }
     }
 
+    /// The JSON body of a request to an endpoint that spends the budget: token first, then
+    /// the body under its limit, then the JSON.
+    pub fn spending_json<T: serde::de::DeserializeOwned>(
+        &self,
+        headers: &HeaderMap,
+        raw: Result<Bytes, BytesRejection>,
+    ) -> Result<T, ApiError> {
+        self.authorize(headers)?;
+        json_body(headers, &body(raw)?)
+    }
+
     pub fn resolve(&self, name: &str) -> Result<ModelRef, ApiError> {
         let view = self
             .pool
@@ -261,7 +272,7 @@ async fn method_not_allowed() -> ApiError {
 }
 
 /// The request body, or the error that says why it could not be read.
-pub fn body(body: Result<Bytes, BytesRejection>) -> Result<Bytes, ApiError> {
+fn body(body: Result<Bytes, BytesRejection>) -> Result<Bytes, ApiError> {
     body.map_err(|e| {
         if e.status() == StatusCode::PAYLOAD_TOO_LARGE {
             ApiError::too_large(BODY_BYTES_MAX)
@@ -272,7 +283,7 @@ pub fn body(body: Result<Bytes, BytesRejection>) -> Result<Bytes, ApiError> {
 }
 
 /// Parses a JSON body, with serde's message (line and column) on failure.
-pub fn json_body<T: serde::de::DeserializeOwned>(
+fn json_body<T: serde::de::DeserializeOwned>(
     headers: &HeaderMap,
     bytes: &[u8],
 ) -> Result<T, ApiError> {

@@ -1,14 +1,14 @@
 //! The WordPiece tokenizer against ids made by HF `tokenizers` (`tests/make_minilm_tokens.py`),
 //! and the tensors around the text model.
 
-use ganglion_runtime::text::{
+use ganglion_text::{
     bert_inputs, mean_pool_normalize, TextError, WordPiece, TEXT_BYTES_MAX, TOKENIZER_BYTES_MAX,
 };
 use ganglion_types::{DType, Tensor};
 use serde::Deserialize;
 use serde_json::{json, Value};
 
-const TOKENIZER_JSON: &[u8] = include_bytes!("../assets/minilm_tokenizer.json");
+const TOKENIZER_JSON: &[u8] = include_bytes!("../../ganglion-runtime/assets/minilm_tokenizer.json");
 const FIXTURE_JSON: &str = include_str!("fixtures/minilm_tokens.json");
 
 const CLS: i64 = 101;
