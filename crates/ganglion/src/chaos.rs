@@ -293,6 +293,9 @@ pub struct Row {
     /// From the fault to k active providers and a standby again, ms, sampled every 50 ms
     /// (None: no failover in the phase).
     pub restored_ms: Option<u64>,
+    /// Make-before-break moves in the phase (a drifted provider replaced by the standby), over
+    /// every robot.
+    pub moved: u64,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -573,7 +576,14 @@ pub fn run(args: Args) -> anyhow::Result<()> {
                     .max()
             })
             .flatten();
+        let moved = traces
+            .iter()
+            .flatten()
+            .filter(in_window)
+            .filter(|s| s.kind == "moved")
+            .count() as u64;
         rows.push(Row {
+            moved,
             phase: name.clone(),
             requests,
             lost,
@@ -645,12 +655,12 @@ fn print(r: &ChaosReport, args: &Args) {
         if args.netns { ", providers in network namespaces" } else { "" }
     );
     println!(
-        "{:<34} {:>8} {:>5} {:>5} {:>9} {:>10} {:>12}",
-        "phase", "requests", "lost", "late", "p99 ms", "vs steady", "restored ms"
+        "{:<34} {:>8} {:>5} {:>5} {:>9} {:>10} {:>12} {:>6}",
+        "phase", "requests", "lost", "late", "p99 ms", "vs steady", "restored ms", "moved"
     );
     for row in &r.rows {
         println!(
-            "{:<34} {:>8} {:>5} {:>5} {:>9.2} {:>9.2}× {:>12}",
+            "{:<34} {:>8} {:>5} {:>5} {:>9.2} {:>9.2}× {:>12} {:>6}",
             row.phase,
             row.requests,
             row.lost,
@@ -658,7 +668,8 @@ fn print(r: &ChaosReport, args: &Args) {
             row.p99_ms,
             row.p99_vs_steady,
             row.restored_ms
-                .map_or_else(|| "-".to_owned(), |ms| ms.to_string())
+                .map_or_else(|| "-".to_owned(), |ms| ms.to_string()),
+            row.moved
         );
     }
     println!(

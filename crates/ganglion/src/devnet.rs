@@ -578,6 +578,7 @@ fn build_report(
         answered: tally.answered.load(Ordering::Relaxed),
         deadline_misses: tally.deadline_misses.load(Ordering::Relaxed),
         failovers: sessions.iter().map(|s| s.status().failovers).sum(),
+        moves: sessions.iter().map(|s| s.status().moves.len() as u64).sum(),
         providers_killed: usize::from(killed.is_some()),
         copies_per_request: {
             let (requests, copies) = sessions

@@ -539,6 +539,7 @@ pub fn robot(args: RobotArgs) -> anyhow::Result<()> {
             answered: tally.answered.load(Ordering::Relaxed),
             deadline_misses: tally.deadline_misses.load(Ordering::Relaxed),
             failovers: session.status().failovers,
+            moves: session.status().moves.len() as u64,
             providers_killed: 0,
             copies_per_request: {
                 let status = session.status();

@@ -159,6 +159,8 @@ pub struct Report {
     pub answered: u64,
     pub deadline_misses: u64,
     pub failovers: u64,
+    /// Make-before-break moves off providers whose latency drifted.
+    pub moves: u64,
     pub providers_killed: usize,
     /// Copies sent per request: k when every request goes to all k at once, nearer 1 when
     /// hedging waits for the first provider's p95.
@@ -200,11 +202,12 @@ impl Report {
             self.duration_s
         );
         println!(
-            "requests {}  answered {}  deadline misses {}  failovers {}  providers killed {}",
+            "requests {}  answered {}  deadline misses {}  failovers {}  moves {}  providers killed {}",
             self.requests,
             self.answered,
             self.deadline_misses,
             self.failovers,
+            self.moves,
             self.providers_killed
         );
         println!("copies per request {:.2}", self.copies_per_request);

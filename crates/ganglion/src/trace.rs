@@ -23,10 +23,18 @@ pub const LINKS_BYTES_MAX: u64 = 1024 * 1024;
 
 #[derive(Debug, Clone)]
 enum Event {
-    Answer { latency_us: u64, provider: NodeId },
+    Answer {
+        latency_us: u64,
+        provider: NodeId,
+    },
     Miss(String),
-    Active { count: usize, standby: bool },
+    Active {
+        count: usize,
+        standby: bool,
+    },
     Failover(u64),
+    /// The session's make-before-break moves so far (a drifted provider replaced).
+    Moved(u64),
 }
 
 /// A robot's run, event by event, timed in Unix milliseconds (so that a harness in another
@@ -97,6 +105,7 @@ impl Trace {
                     format!("{t},active,{count},{}\n", u8::from(standby))
                 }
                 Event::Failover(n) => format!("{t},failover,{n},\n"),
+                Event::Moved(n) => format!("{t},moved,{n},\n"),
             };
             out.push_str(&line);
         }
@@ -107,13 +116,17 @@ impl Trace {
 /// Samples the session's active providers and standby every [`SAMPLE_EVERY`].
 pub async fn watch_session(trace: Arc<Trace>, session: Arc<Session>) {
     let mut tick = tokio::time::interval(SAMPLE_EVERY);
-    let mut failovers = 0;
+    let (mut failovers, mut moves) = (0, 0);
     loop {
         tick.tick().await;
         let status = session.status();
         if status.failovers > failovers {
             failovers = status.failovers;
             trace.push(Instant::now(), Event::Failover(failovers));
+        }
+        if status.moves.len() as u64 > moves {
+            moves = status.moves.len() as u64;
+            trace.push(Instant::now(), Event::Moved(moves));
         }
         trace.push(
             Instant::now(),

@@ -464,7 +464,10 @@ fn chaos_run(extra: &[&str]) -> serde_json::Value {
         let restored = row["restored_ms"].as_u64();
         assert!(restored.is_some_and(|ms| ms < 2_500), "{report}");
     }
-    assert_eq!(report["copies_per_request"].as_f64(), Some(2.0), "{report}");
+    // Hedging adds no more load than its policy (both providers); a request sent in the
+    // moment between a provider's death and the standby's promotion goes to one.
+    let copies = report["copies_per_request"].as_f64().unwrap();
+    assert!(copies <= 2.0 && copies > 1.9, "{report}");
     assert_eq!(report["books_agree"].as_bool(), Some(true), "{report}");
     let _ = std::fs::remove_file(json);
     report
