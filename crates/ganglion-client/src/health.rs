@@ -41,6 +41,8 @@ pub enum DownReason {
     BadAnswer,
     Stalled,
     Failing,
+    /// Its heartbeats stopped: it left the robot's view of the control plane.
+    Silent,
 }
 
 impl std::fmt::Display for DownReason {
@@ -50,6 +52,7 @@ impl std::fmt::Display for DownReason {
             Self::BadAnswer => "bad answer",
             Self::Stalled => "stalled (missed deadlines)",
             Self::Failing => "failing (repeated errors)",
+            Self::Silent => "silent (its heartbeats stopped)",
         })
     }
 }

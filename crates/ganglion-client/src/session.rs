@@ -311,6 +311,22 @@ impl Session {
         self.inner.spawn_refill();
     }
 
+    /// Fails over from a provider whose heartbeats stopped (it left the caller's view of the
+    /// control plane), as from one that disconnected: the standby is promoted at once and the
+    /// provider's link closed. Providers not in the session are ignored.
+    pub fn provider_silent(&self, id: NodeId) {
+        let link = self
+            .inner
+            .links()
+            .into_iter()
+            .chain(self.inner.standby())
+            .find(|l| l.provider().id == id);
+        if let Some(link) = link {
+            self.inner.replace(id, DownReason::Silent);
+            link.close();
+        }
+    }
+
     /// Makes sure every provider this session paid holds its latest voucher: providers no
     /// longer in the session (down, partitioned, replaced) are reconnected for a moment and sent
     /// it again, when they can be reached within `wait`. Returns how many were reached.

@@ -176,6 +176,43 @@ async fn a_failover_promotes_the_warm_standby_without_a_handshake() {
     }
 }
 
+/// A provider whose heartbeats stopped (it left the robot's view) is failed over from at once,
+/// though its data-plane connection still answers: the standby takes its place, with the
+/// reason recorded, and a new standby follows.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_provider_whose_heartbeats_stopped_is_failed_over_from_at_once() {
+    let providers: Vec<Isolated> = (0..4).map(|_| Isolated::start()).collect();
+    let session = robot(
+        echo_config(2, 200),
+        providers.iter().map(|p| p.addr).collect(),
+    )
+    .await;
+    let (silent, standby) = (providers[0].addr.id, providers[2].addr.id);
+    session.request(vec![bytes(8)]).await.unwrap();
+    session.provider_silent(silent);
+    let status = session.status();
+    assert!(!status.active.contains(&silent), "{status:?}");
+    assert!(status.active.contains(&standby), "{status:?}");
+    assert_eq!(status.failovers, 1);
+    assert_eq!(
+        status.down,
+        vec![(silent, ganglion_client::health::DownReason::Silent)]
+    );
+    for _ in 0..10 {
+        let answer = session.request(vec![bytes(8)]).await.unwrap();
+        assert_ne!(answer.provider, silent);
+    }
+    // Told again, or about a provider not in the session: nothing happens.
+    session.provider_silent(silent);
+    session.provider_silent(NodeKey::generate().id());
+    let start = std::time::Instant::now();
+    while session.status().standby != Some(providers[3].addr.id) {
+        assert!(start.elapsed() < Duration::from_secs(5), "no new standby");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    assert_eq!(session.status().failovers, 1);
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn with_every_provider_dead_requests_fail_with_a_reason() {
     let mut providers: Vec<Isolated> = (0..2).map(|_| Isolated::start()).collect();

@@ -253,7 +253,9 @@ pub fn addrs(placed: &Placed) -> Vec<ganglion_client::ProviderAddr> {
 
 /// Keeps a session's spares fresh from the node's view every `every`: providers that left the
 /// view stop being spares, new ones the market would place next become spares, and a session
-/// short of providers connects to the first at once. Runs until the session is dropped.
+/// short of providers connects to the first at once. An active provider or the standby that
+/// left the view (its heartbeats stopped) is failed over from. Runs until the session is
+/// dropped.
 pub fn keep_spares(
     node_view: Arc<std::sync::Mutex<ganglion_control::View>>,
     session: std::sync::Weak<ganglion_client::Session>,
@@ -272,10 +274,21 @@ pub fn keep_spares(
             let mut active = status.active;
             active.extend(status.standby);
             let one = Want { k: 1, ..want };
-            let spares = match node_view.lock() {
-                Ok(view) => view.place(&one.ask(&active), &params, SPARES - 1),
+            let (spares, silent) = match node_view.lock() {
+                Ok(view) => (
+                    view.place(&one.ask(&active), &params, SPARES - 1),
+                    active
+                        .iter()
+                        .filter(|id| view.provider(id).is_none())
+                        .copied()
+                        .collect::<Vec<_>>(),
+                ),
                 Err(_) => return,
             };
+            // A provider whose heartbeats stopped has left the view: fail over from it too.
+            for id in silent {
+                session.provider_silent(id);
+            }
             let spares = match spares {
                 Ok(p) => addrs(&p),
                 Err(e) => {
