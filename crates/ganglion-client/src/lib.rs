@@ -20,7 +20,7 @@ pub mod session;
 pub mod wallet;
 
 pub use session::{
-    Answered, Hedging, Moved, OpenError, ProviderAddr, RequestError, Session, SessionConfig,
-    SessionStatus,
+    Answered, Hedging, Moved, OpenError, ProviderAddr, RenewError, RequestError, Session,
+    SessionConfig, SessionStatus,
 };
 pub use wallet::{Payment, Wallet};

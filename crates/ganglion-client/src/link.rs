@@ -246,6 +246,12 @@ impl Link {
         &self.outputs
     }
 
+    /// Queues an encoded control frame (a renewal) on the session's stream, after the
+    /// requests already queued. Returns false if the link is down or congested.
+    pub fn send_control(&self, frame: Arc<Vec<u8>>) -> bool {
+        self.is_alive() && self.outbox.try_send(frame).is_ok()
+    }
+
     /// The connection's smoothed round trip (QUIC's estimate, kept fresh by keep-alives on
     /// an idle standby).
     pub fn rtt(&self) -> Duration {

@@ -13,9 +13,9 @@ use std::time::{Duration, Instant};
 
 use ganglion_net::{clock, Endpoint};
 use ganglion_types::proto::{
-    Outcome, Refusal, Request, RequestId, ServeError, SessionId, ToProvider,
+    Outcome, Refusal, Request, RequestId, ServeError, SessionId, SessionRenew, ToProvider,
 };
-use ganglion_types::{tensor, wire, MicroTokens, ModelHash, NodeId, NodeKey, Tensor};
+use ganglion_types::{tensor, wire, Envelope, MicroTokens, ModelHash, NodeId, NodeKey, Tensor};
 use tokio::sync::mpsc;
 use tracing::{info, warn};
 
@@ -30,6 +30,9 @@ pub const REDUNDANCY_DEFAULT: usize = 2;
 
 /// Most providers one request is sent to.
 pub const REDUNDANCY_MAX: usize = 8;
+
+/// How long a renewal stays valid (it travels on an open stream: a second is plenty).
+const RENEW_TTL_MS: u64 = 30_000;
 
 /// How long a settling link stays open for its voucher to go out.
 const SETTLE_FLUSH: Duration = Duration::from_millis(100);
@@ -124,6 +127,19 @@ pub enum RequestError {
     Budget {
         left: MicroTokens,
         needed: MicroTokens,
+    },
+}
+
+/// Why a session could not be renewed.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum RenewError {
+    #[error("a free session has no budget to renew")]
+    Free,
+    #[error("a renewal raises the budget: {budget} is not above {now}")]
+    NotHigher {
+        budget: MicroTokens,
+        now: MicroTokens,
     },
 }
 
@@ -311,6 +327,46 @@ impl Session {
         self.inner.spawn_refill();
     }
 
+    /// Renews the session: its budget becomes `budget` (above what it is), for the providers
+    /// it has now, each sent a signed renewal on its stream, and for every provider it opens
+    /// on later (their session opens carry the new budget). Returns how many providers were
+    /// sent the renewal.
+    pub fn renew(&self, budget: MicroTokens) -> Result<usize, RenewError> {
+        let Some(wallet) = &self.inner.params.wallet else {
+            return Err(RenewError::Free);
+        };
+        let now = wallet.budget();
+        if !wallet.raise_budget(budget) {
+            return Err(RenewError::NotHigher { budget, now });
+        }
+        let links: Vec<Arc<Link>> = self
+            .inner
+            .links()
+            .into_iter()
+            .chain(self.inner.standby())
+            .collect();
+        let mut sent = 0;
+        for link in links {
+            let renew = SessionRenew {
+                session: self.inner.params.session,
+                provider: link.provider().id,
+                budget,
+            };
+            let envelope = Envelope::seal(
+                &self.inner.params.key,
+                self.inner.seq.fetch_add(1, Ordering::Relaxed),
+                clock::unix_ms() + RENEW_TTL_MS,
+                &renew,
+            );
+            let frame = Arc::new(wire::encode(&ToProvider::Renew(envelope)));
+            if link.send_control(frame) {
+                sent += 1;
+            }
+        }
+        info!(%budget, providers = sent, "session renewed");
+        Ok(sent)
+    }
+
     /// Fails over from a provider whose heartbeats stopped (it left the caller's view of the
     /// control plane), as from one that disconnected: the standby is promoted at once and the
     /// provider's link closed. Providers not in the session are ignored.
@@ -448,7 +504,9 @@ impl Inner {
 
     fn add(&self, link: Arc<Link>) {
         if let Ok(mut active) = self.active.write() {
-            active.push(link);
+            if !active.iter().any(|l| l.provider().id == link.provider().id) {
+                active.push(link);
+            }
         }
     }
 
@@ -712,6 +770,16 @@ impl Inner {
             let opened = inner.try_open(provider).await;
             inner.connecting.fetch_sub(1, Ordering::Relaxed);
             match opened {
+                // A standby promoted while this spare connected may have made up k already:
+                // then the spare waits as the standby (or leaves), never a k+1-th provider.
+                Ok(link) if inner.active_count() >= inner.config.redundancy => {
+                    if inner.standby().is_none() {
+                        info!(provider = %provider.id, "spare became the standby");
+                        inner.set_standby(link);
+                    } else {
+                        link.close();
+                    }
+                }
                 Ok(link) => {
                     info!(provider = %provider.id, "spare joined the session");
                     inner.add(link);

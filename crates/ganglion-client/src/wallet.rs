@@ -7,6 +7,7 @@
 //! take it past is refused before it is sent ([`crate::RequestError::Budget`]).
 
 use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
 use ganglion_types::pay::{Address, Binding, Domain, PayKey, SignedVoucher, Voucher};
@@ -35,11 +36,14 @@ pub struct Wallet {
     session: u64,
     /// Cumulative amount signed to each provider.
     paid: Mutex<HashMap<NodeId, MicroTokens>>,
+    /// The budget now, micro-tokens (it starts at the payment's and only rises: renewals).
+    budget: AtomicU64,
 }
 
 impl Wallet {
     pub fn new(payment: Payment, session: u64) -> Self {
         Self {
+            budget: AtomicU64::new(payment.budget.0),
             payment,
             session,
             paid: Mutex::new(HashMap::new()),
@@ -51,8 +55,19 @@ impl Wallet {
         PayTerms {
             binding: self.payment.binding,
             price: self.payment.price,
-            budget: self.payment.budget,
+            budget: self.budget(),
         }
+    }
+
+    /// Most the whole session may cost now.
+    pub fn budget(&self) -> MicroTokens {
+        MicroTokens(self.budget.load(Ordering::Acquire))
+    }
+
+    /// Raises the budget to `budget`; returns false (and changes nothing) if that is not
+    /// above it.
+    pub fn raise_budget(&self, budget: MicroTokens) -> bool {
+        self.budget.fetch_max(budget.0, Ordering::AcqRel) < budget.0
     }
 
     pub fn price(&self) -> MicroTokens {
@@ -72,8 +87,7 @@ impl Wallet {
 
     /// What is left of the budget.
     pub fn left(&self) -> MicroTokens {
-        self.payment
-            .budget
+        self.budget()
             .checked_sub(self.spent())
             .unwrap_or(MicroTokens::ZERO)
     }
@@ -108,8 +122,8 @@ impl Wallet {
             let spent = paid
                 .values()
                 .try_fold(MicroTokens::ZERO, |a, b| a.checked_add(*b))?;
-            if spent.checked_add(price)? > self.payment.budget {
-                warn!(%provider, %spent, budget = %self.payment.budget, "session budget spent: answer not paid");
+            if spent.checked_add(price)? > self.budget() {
+                warn!(%provider, %spent, budget = %self.budget(), "session budget spent: answer not paid");
                 return None;
             }
             let owed = paid.entry(provider).or_insert(MicroTokens::ZERO);

@@ -170,6 +170,41 @@ async fn a_session_stops_at_its_budget() {
     assert_eq!(session.status().spent, MicroTokens(50));
 }
 
+/// Renewal: a session at the end of its budget raises it; the provider takes the signed
+/// renewal on the session's stream, serves on, and holds vouchers past the first budget; a
+/// renewal that does not raise the budget is refused by the robot itself.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_renewed_session_goes_on_past_its_first_budget() {
+    let providers = vec![paid_provider().await];
+    let session = robot(1, 50, vec![providers[0].addr]).await;
+    for _ in 0..5 {
+        session.request(bytes()).await.unwrap();
+    }
+    books_agree(&session, &providers).await;
+    assert!(matches!(
+        session.request(bytes()).await,
+        Err(RequestError::Budget { .. })
+    ));
+    assert_eq!(session.renew(MicroTokens(120)), Ok(1));
+    for _ in 0..7 {
+        session.request(bytes()).await.unwrap();
+    }
+    assert_eq!(books_agree(&session, &providers).await, MicroTokens(120));
+    assert_eq!(providers[0].stats.renewals.load(Ordering::Relaxed), 1);
+    assert_eq!(
+        providers[0].stats.vouchers_refused.load(Ordering::Relaxed),
+        0
+    );
+    assert!(matches!(
+        session.request(bytes()).await,
+        Err(RequestError::Budget { .. })
+    ));
+    assert!(matches!(
+        session.renew(MicroTokens(120)),
+        Err(ganglion_client::RenewError::NotHigher { .. })
+    ));
+}
+
 async fn raw(
     provider: ProviderAddr,
     node: &Arc<NodeKey>,

@@ -19,7 +19,7 @@ use ganglion_types::limits::ERROR_TEXT_BYTES_MAX;
 use ganglion_types::pay::{Address, Domain};
 use ganglion_types::proto::{
     truncate_text, Answer, AnswerClaim, Done, Outcome, Refusal, Request, ServeError, SessionOpen,
-    SessionOpened, ToProvider, ToRobot,
+    SessionOpened, SessionRenew, ToProvider, ToRobot,
 };
 use ganglion_types::{MicroTokens, ModelHash, NodeId, NodeKey, ReplayGuard};
 use tokio::sync::{mpsc, Semaphore};
@@ -57,6 +57,9 @@ pub struct ProviderStats {
     pub vouchers_refused: AtomicU64,
     /// Requests refused because their session's vouchers fell behind.
     pub unpaid: AtomicU64,
+    /// Budget renewals taken, and refused (forged, replayed, lowering, another session's).
+    pub renewals: AtomicU64,
+    pub renewals_refused: AtomicU64,
 }
 
 /// How a provider is paid.
@@ -273,7 +276,7 @@ impl<S: Service> Shared<S> {
             .ok_or(SessionEnd::Closed)?;
         let open = match ToProvider::decode(open) {
             Ok(ToProvider::Open(envelope)) => envelope,
-            Ok(ToProvider::Request(_) | ToProvider::Voucher(_)) => {
+            Ok(ToProvider::Request(_) | ToProvider::Voucher(_) | ToProvider::Renew(_)) => {
                 return Err(SessionEnd::Protocol("request before session open".into()))
             }
             Err(e) => return Err(SessionEnd::Protocol(e.to_string())),
@@ -310,7 +313,7 @@ impl<S: Service> Shared<S> {
         let (outbox, rx) = mpsc::channel(SESSION_OUTBOX_MAX);
         let writing = tokio::spawn(write_answers(writer, rx));
         let result = self
-            .serve_requests(model, payer, &mut reader, &outbox)
+            .serve_requests(robot, model, payer, &mut reader, &outbox)
             .await;
         if let Some(p) = payer {
             self.lock_ledger().close(p.robot, p.session);
@@ -418,6 +421,45 @@ impl<S: Service> Shared<S> {
         }
     }
 
+    /// Raises a paid session's budget if the renewal is the session robot's own, for this
+    /// session and this provider, unexpired and not a replay; logs and counts it if not.
+    fn take_renewal(
+        &self,
+        robot: NodeId,
+        payer: Option<Payer>,
+        envelope: &ganglion_types::Envelope,
+    ) {
+        let renewed = (|| {
+            let p = payer.ok_or_else(|| "renewal of a free session".to_owned())?;
+            if envelope.author != robot {
+                return Err("signed by another node than the connection's".to_owned());
+            }
+            let renew: SessionRenew = {
+                let mut guard = self.guard.lock().map_err(|_| "internal".to_owned())?;
+                envelope
+                    .open(clock::unix_ms(), Some(&mut guard))
+                    .map_err(|e| e.to_string())?
+            };
+            if renew.session.0 != p.session || renew.provider != self.key.id() {
+                return Err("renewal for another session or provider".to_owned());
+            }
+            self.lock_ledger()
+                .renew(p.robot, p.session, renew.budget)
+                .map_err(|e| e.to_string())?;
+            Ok(renew.budget)
+        })();
+        match renewed {
+            Ok(budget) => {
+                self.stats.renewals.fetch_add(1, Ordering::Relaxed);
+                debug!(robot = %robot, %budget, "session renewed");
+            }
+            Err(e) => {
+                self.stats.renewals_refused.fetch_add(1, Ordering::Relaxed);
+                warn!(robot = %robot, error = %e, "renewal refused");
+            }
+        }
+    }
+
     /// Why a paid session may not be served now: its vouchers are too far behind.
     fn unpaid(&self, payer: Option<Payer>) -> Option<ServeError> {
         let p = payer?;
@@ -431,6 +473,7 @@ impl<S: Service> Shared<S> {
 
     async fn serve_requests(
         self: &Arc<Self>,
+        robot: NodeId,
         model: ModelHash,
         payer: Option<Payer>,
         reader: &mut ganglion_net::FrameReader<RecvStream>,
@@ -449,6 +492,10 @@ impl<S: Service> Shared<S> {
                 Ok(ToProvider::Request(request)) => request,
                 Ok(ToProvider::Voucher(voucher)) => {
                     self.take_voucher(payer, &voucher);
+                    continue;
+                }
+                Ok(ToProvider::Renew(envelope)) => {
+                    self.take_renewal(robot, payer, &envelope);
                     continue;
                 }
                 Ok(ToProvider::Open(_)) => {

@@ -41,6 +41,11 @@ pub enum LedgerError {
     },
     #[error("no open session {0} from this robot")]
     UnknownSession(u64),
+    #[error("a renewal may raise the session's budget, not lower it: {asked} asked, {budget} now")]
+    BudgetLowered {
+        asked: MicroTokens,
+        budget: MicroTokens,
+    },
     #[error("the ledger is full ({0} sessions)")]
     Full(usize),
     #[error("amount overflow")]
@@ -113,6 +118,28 @@ impl Ledger {
         self.accounts
             .get_mut(&(robot, session))
             .ok_or(LedgerError::UnknownSession(session))
+    }
+
+    /// Renews an open session: its budget becomes `budget`, which may not be lower than it is.
+    /// What it owes and its latest voucher stay.
+    pub fn renew(
+        &mut self,
+        robot: Address,
+        session: u64,
+        budget: MicroTokens,
+    ) -> Result<(), LedgerError> {
+        let account = self.account(robot, session)?;
+        if !account.open {
+            return Err(LedgerError::UnknownSession(session));
+        }
+        if budget < account.budget {
+            return Err(LedgerError::BudgetLowered {
+                asked: budget,
+                budget: account.budget,
+            });
+        }
+        account.budget = budget;
+        Ok(())
     }
 
     /// Records an answer sent at `price`: the session owes it now.

@@ -194,6 +194,40 @@ fn a_provider_keeps_the_latest_voucher_and_refuses_every_bad_one() {
     ));
 }
 
+#[test]
+fn a_renewal_raises_the_budget_and_never_lowers_it() {
+    let mut w = world();
+    let me = w.robot.address();
+    w.ledger.open(me, 7, MicroTokens(500)).unwrap();
+    assert!(matches!(
+        w.ledger.accept(me, 7, &voucher(&w, 7, 600)),
+        Err(LedgerError::OverBudget { .. })
+    ));
+    w.ledger.renew(me, 7, MicroTokens(1_000)).unwrap();
+    assert_eq!(
+        w.ledger.accept(me, 7, &voucher(&w, 7, 600)),
+        Ok(MicroTokens(600))
+    );
+    let lowered = w.ledger.renew(me, 7, MicroTokens(800)).unwrap_err();
+    assert!(
+        matches!(lowered, LedgerError::BudgetLowered { .. }),
+        "{lowered}"
+    );
+    assert!(matches!(
+        w.ledger.accept(me, 7, &voucher(&w, 7, 1_001)),
+        Err(LedgerError::OverBudget { .. })
+    ));
+    assert!(matches!(
+        w.ledger.renew(me, 8, MicroTokens(1_000)),
+        Err(LedgerError::UnknownSession(8))
+    ));
+    w.ledger.close(me, 7);
+    assert!(matches!(
+        w.ledger.renew(me, 7, MicroTokens(2_000)),
+        Err(LedgerError::UnknownSession(7))
+    ));
+}
+
 /// The same signature with s replaced by n − s and v flipped: valid for plain ECDSA, refused
 /// by Ethereum's rules.
 fn flip_s(signature: EthSignature) -> EthSignature {

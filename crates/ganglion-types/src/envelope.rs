@@ -22,6 +22,8 @@ pub enum MessageKind {
     Offer,
     /// A provider's load ([`crate::control::Heartbeat`]).
     Heartbeat,
+    /// A robot raises a paid session's budget ([`crate::proto::SessionRenew`]).
+    SessionRenew,
 }
 
 impl MessageKind {
@@ -31,6 +33,7 @@ impl MessageKind {
             Self::SessionOpen => "envelope/v1/session-open",
             Self::Offer => "envelope/v1/offer",
             Self::Heartbeat => "envelope/v1/heartbeat",
+            Self::SessionRenew => "envelope/v1/session-renew",
         }
     }
 }

@@ -55,6 +55,20 @@ pub struct SessionOpen {
     pub pay: Option<PayTerms>,
 }
 
+/// A robot renewing a paid session: the most it will pay this provider for the whole session
+/// is now `budget` (never lower than before). Sealed in an envelope by the robot's key, like the
+/// open, and sent on the session's stream.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SessionRenew {
+    pub session: SessionId,
+    pub provider: NodeId,
+    pub budget: MicroTokens,
+}
+
+impl Message for SessionRenew {
+    const KIND: MessageKind = MessageKind::SessionRenew;
+}
+
 /// What a robot offers for a session.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 pub struct PayTerms {
@@ -76,6 +90,8 @@ pub enum ToProvider {
     Open(Envelope),
     Request(Request),
     Voucher(SignedVoucher),
+    /// A [`SessionRenew`] in an envelope.
+    Renew(Envelope),
 }
 
 /// One inference request.

@@ -71,6 +71,7 @@ fn serve_error() -> impl Strategy<Value = ServeError> {
 fn to_provider() -> impl Strategy<Value = ToProvider> {
     prop_oneof![
         envelope().prop_map(ToProvider::Open),
+        envelope().prop_map(ToProvider::Renew),
         (
             any::<u64>(),
             any::<u32>(),

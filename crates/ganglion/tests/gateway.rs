@@ -582,6 +582,60 @@ fn gateway_serves_the_network_over_http_and_refuses_bad_input_clearly() {
     assert!(status.success(), "{status}");
 }
 
+/// The gateway renews a session that runs low from its own budget, and stops at that budget:
+/// a 402 in OpenAI's shape, never an answer it cannot pay for.
+#[test]
+fn gateway_renews_sessions_from_its_budget_and_stops_at_it() {
+    let _heavy = heavy();
+    let g = start(
+        "budget",
+        &[
+            "--providers",
+            "2",
+            "--robots",
+            "0",
+            "--session-budget",
+            "2000",
+            "--budget",
+            "5000",
+        ],
+    );
+    let png = ganglion_runtime::zoo::ASTRONAUT_PNG;
+    let (mut answered, mut refused) = (0, None);
+    for _ in 0..60 {
+        let a = http(
+            g.addr,
+            "POST",
+            "/v1/infer?model=blazeface",
+            &[AUTH, ("Content-Type", "image/png")],
+            png,
+        );
+        if a.status == 200 {
+            answered += 1;
+        } else {
+            refused = Some(a.refused(402, "budget_exhausted"));
+            break;
+        }
+    }
+    assert!(
+        refused.is_some(),
+        "the budget never ran out: {answered} answered"
+    );
+    let sessions = http(g.addr, "GET", "/v1/sessions", &[], b"").json();
+    let session = &sessions["sessions"][0];
+    let price = session["price_micro"].as_u64().unwrap();
+    let per_request = 2 * price;
+    // One session budget pays for 2000 / (2 × price) requests: more were answered, so the
+    // session was renewed; the gateway's 5000 allowed one renewal, not two.
+    assert!(
+        answered * per_request > 2000,
+        "{answered} answered at {per_request} each: {sessions}"
+    );
+    assert_eq!(session["budget_micro"], 4000, "{sessions}");
+    let spent = session["spent_micro"].as_u64().unwrap();
+    assert!(spent <= 4000 && spent + per_request > 4000, "{sessions}");
+}
+
 #[test]
 fn gateway_refuses_bad_settings_with_a_reason() {
     let bin = env!("CARGO_BIN_EXE_ganglion");

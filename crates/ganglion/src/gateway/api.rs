@@ -823,7 +823,7 @@ async fn sessions(State(gateway): State<Shared>) -> Json<Value> {
                     "deadline_ms": key.deadline_ms,
                     "redundancy": key.redundancy,
                     "price_micro": opened.price.0,
-                    "budget_micro": opened.budget.0,
+                    "budget_micro": opened.budget.lock().map_or(0, |b| b.0),
                     "spent_micro": s.spent.0,
                     "active": s.active.iter().map(ToString::to_string).collect::<Vec<_>>(),
                     "standby": s.standby.map(|id| id.to_string()),

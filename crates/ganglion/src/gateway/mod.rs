@@ -87,7 +87,8 @@ pub struct Args {
     /// What the gateway may spend in all, micro-tokens (1 token = 1,000,000).
     #[arg(long, default_value_t = 100_000_000)]
     budget: u64,
-    /// What one session may spend, micro-tokens; each session sets this aside from --budget.
+    /// What one session may spend before it is renewed, micro-tokens: each session sets this
+    /// aside from --budget when it opens, and again each time it runs low and is renewed.
     #[arg(long, default_value_t = 10_000_000)]
     session_budget: u64,
     /// Most the gateway pays a provider per answer, micro-tokens.

@@ -175,7 +175,8 @@ pub struct Opened {
     pub session: Arc<Session>,
     pub alias: String,
     pub price: MicroTokens,
-    pub budget: MicroTokens,
+    /// The session's budget now (it grows by renewals while the gateway's budget allows).
+    pub budget: Mutex<MicroTokens>,
     pub opened: Instant,
     keeper: tokio::task::JoinHandle<()>,
 }
@@ -281,6 +282,7 @@ impl Pool {
         inputs: Vec<Tensor>,
     ) -> Result<Done, ApiError> {
         let opened = self.session(key, alias).await?;
+        self.top_up(&opened, key.redundancy);
         let answered = opened
             .session
             .request(inputs)
@@ -290,6 +292,48 @@ impl Pool {
             answered,
             status: opened.session.status(),
         })
+    }
+
+    /// Renews a session about to run out (less left than one request's k answers) with one
+    /// more session budget from the gateway's, while the gateway's budget allows.
+    fn top_up(&self, opened: &Opened, redundancy: usize) {
+        let needed = opened
+            .price
+            .checked_mul(redundancy as u64)
+            .unwrap_or(MicroTokens(u64::MAX));
+        let Ok(mut budget) = opened.budget.lock() else {
+            return;
+        };
+        let left = budget
+            .checked_sub(opened.session.status().spent)
+            .unwrap_or(MicroTokens::ZERO);
+        if left >= needed || !self.set_aside() {
+            return;
+        }
+        let Some(raised) = budget.checked_add(self.session_budget) else {
+            return;
+        };
+        match opened.session.renew(raised) {
+            Ok(_) => *budget = raised,
+            Err(e) => tracing::warn!(error = %e, "session renewal failed"),
+        }
+    }
+
+    /// Sets one session budget aside from the gateway's; false when the budget is spent.
+    fn set_aside(&self) -> bool {
+        let Ok(mut allocated) = self.allocated.lock() else {
+            return false;
+        };
+        match allocated
+            .checked_add(self.session_budget)
+            .filter(|a| *a <= self.budget)
+        {
+            Some(after) => {
+                *allocated = after;
+                true
+            }
+            None => false,
+        }
     }
 
     async fn session(&self, key: SessionKey, alias: &str) -> Result<Arc<Opened>, ApiError> {
@@ -357,23 +401,11 @@ impl Pool {
             }
         };
         let price = MicroTokens(control::offer_price(&placed));
-        {
-            let mut allocated = self
-                .allocated
-                .lock()
-                .map_err(|_| ApiError::internal("budget poisoned"))?;
-            let after = allocated
-                .checked_add(self.session_budget)
-                .filter(|a| *a <= self.budget)
-                .ok_or_else(|| {
-                    ApiError::budget(format!(
-                        "the gateway's budget of {} is set aside for the {} sessions already open ({} each)",
-                        self.budget,
-                        self.sessions.lock().map_or(0, |s| s.len().saturating_sub(1)),
-                        self.session_budget
-                    ))
-                })?;
-            *allocated = after;
+        if !self.set_aside() {
+            return Err(ApiError::budget(format!(
+                "the gateway's budget of {} is set aside for the sessions already open ({} at a time)",
+                self.budget, self.session_budget
+            )));
         }
         let refund = |pool: &Self| {
             if let Ok(mut allocated) = pool.allocated.lock() {
@@ -424,7 +456,7 @@ impl Pool {
             session,
             alias: alias.to_owned(),
             price,
-            budget: self.session_budget,
+            budget: Mutex::new(self.session_budget),
             opened: Instant::now(),
             keeper,
         }))
