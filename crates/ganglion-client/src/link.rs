@@ -247,9 +247,14 @@ impl Link {
     }
 
     /// Queues an encoded control frame (a renewal) on the session's stream, after the
-    /// requests already queued. Returns false if the link is down or congested.
-    pub fn send_control(&self, frame: Arc<Vec<u8>>) -> bool {
-        self.is_alive() && self.outbox.try_send(frame).is_ok()
+    /// requests already queued, waiting up to `wait` for room. Returns false if the link is
+    /// down or stays congested.
+    pub async fn send_control(&self, frame: Arc<Vec<u8>>, wait: Duration) -> bool {
+        self.is_alive()
+            && matches!(
+                tokio::time::timeout(wait, self.outbox.send(frame)).await,
+                Ok(Ok(()))
+            )
     }
 
     /// The connection's smoothed round trip (QUIC's estimate, kept fresh by keep-alives on

@@ -12,6 +12,7 @@ use std::sync::{Arc, Mutex, RwLock};
 use std::time::{Duration, Instant};
 
 use ganglion_net::{clock, Endpoint};
+use ganglion_types::limits::FRAME_BYTES_MAX;
 use ganglion_types::proto::{
     Outcome, Refusal, Request, RequestId, ServeError, SessionId, SessionRenew, ToProvider,
 };
@@ -31,8 +32,36 @@ pub const REDUNDANCY_DEFAULT: usize = 2;
 /// Most providers one request is sent to.
 pub const REDUNDANCY_MAX: usize = 8;
 
-/// How long a renewal stays valid (it travels on an open stream: a second is plenty).
+/// Most providers a session remembers as down, and moves it remembers (the latest kept).
+pub const HISTORY_MAX: usize = 256;
+
+fn push_bounded<T>(list: &mut Vec<T>, item: T) {
+    if list.len() >= HISTORY_MAX {
+        list.remove(0);
+    }
+    list.push(item);
+}
+
+/// The next sequence number for an envelope this process seals (session opens, renewals).
+/// One counter for every session: a provider keeps only the highest number it has seen from
+/// a key, so sessions of one key (a gateway's) must not reuse each other's range. It starts
+/// at the time in microseconds, above any number the key used before a restart.
+fn next_seq() -> u64 {
+    static SEQ: AtomicU64 = AtomicU64::new(0);
+    let now = clock::unix_ms().saturating_mul(1000);
+    let previous = SEQ
+        .fetch_update(Ordering::AcqRel, Ordering::Acquire, |s| {
+            Some(s.max(now).saturating_add(1))
+        })
+        .unwrap_or(now);
+    previous.max(now).saturating_add(1)
+}
+
+/// How long a renewal stays valid (it travels on an open stream: seconds are plenty).
 const RENEW_TTL_MS: u64 = 30_000;
+
+/// Longest a renewal waits for room on a congested link's stream.
+const RENEW_SEND_WAIT: Duration = Duration::from_secs(1);
 
 /// How long a settling link stays open for its voucher to go out.
 const SETTLE_FLUSH: Duration = Duration::from_millis(100);
@@ -49,8 +78,13 @@ pub const DRIFT_EVERY: Duration = Duration::from_millis(500);
 /// [`DRIFT_MARGIN`]...
 pub const DRIFT_FACTOR: f64 = 1.5;
 
-/// ...by at least this much (a millisecond or two is noise, not drift).
-pub const DRIFT_MARGIN: Duration = Duration::from_millis(2);
+/// ...by at least this much (a few milliseconds are noise, not drift)...
+pub const DRIFT_MARGIN: Duration = Duration::from_millis(5);
+
+/// ...and takes at least this fraction of the deadline (a provider well inside the deadline
+/// is no reason to move, however it compares: on a shared machine, noise alone makes equal
+/// providers differ by more than [`DRIFT_FACTOR`] at a few milliseconds)...
+pub const DRIFT_DEADLINE_DIVISOR: u32 = 4;
 
 /// ...at this many checks in a row.
 const DRIFT_STRIKES: u32 = 2;
@@ -203,7 +237,6 @@ struct Inner {
     requests: AtomicU64,
     copies: AtomicU64,
     next_request: AtomicU64,
-    seq: AtomicU64,
     down_tx: mpsc::Sender<(NodeId, DownReason)>,
 }
 
@@ -218,6 +251,20 @@ impl std::fmt::Debug for Session {
         f.debug_struct("Session")
             .field("status", &self.status())
             .finish()
+    }
+}
+
+impl Drop for Session {
+    /// A session dropped without [`Session::close`] ends too: its supervisor stops and its
+    /// connections close (nothing of it lingers).
+    fn drop(&mut self) {
+        self.supervisor.abort();
+        for link in self.inner.links() {
+            link.close();
+        }
+        if let Some(standby) = self.inner.standby() {
+            standby.close();
+        }
     }
 }
 
@@ -265,8 +312,6 @@ impl Session {
             requests: AtomicU64::new(0),
             copies: AtomicU64::new(0),
             next_request: AtomicU64::new(1),
-            // Sequence numbers above any this key used before a restart: microseconds now.
-            seq: AtomicU64::new(clock::unix_ms().saturating_mul(1000)),
             down_tx,
         });
         let (tried, last) = inner.fill_initial().await;
@@ -331,7 +376,7 @@ impl Session {
     /// it has now, each sent a signed renewal on its stream, and for every provider it opens
     /// on later (their session opens carry the new budget). Returns how many providers were
     /// sent the renewal.
-    pub fn renew(&self, budget: MicroTokens) -> Result<usize, RenewError> {
+    pub async fn renew(&self, budget: MicroTokens) -> Result<usize, RenewError> {
         let Some(wallet) = &self.inner.params.wallet else {
             return Err(RenewError::Free);
         };
@@ -347,19 +392,7 @@ impl Session {
             .collect();
         let mut sent = 0;
         for link in links {
-            let renew = SessionRenew {
-                session: self.inner.params.session,
-                provider: link.provider().id,
-                budget,
-            };
-            let envelope = Envelope::seal(
-                &self.inner.params.key,
-                self.inner.seq.fetch_add(1, Ordering::Relaxed),
-                clock::unix_ms() + RENEW_TTL_MS,
-                &renew,
-            );
-            let frame = Arc::new(wire::encode(&ToProvider::Renew(envelope)));
-            if link.send_control(frame) {
+            if self.inner.renew_link(&link, budget).await {
                 sent += 1;
             }
         }
@@ -419,15 +452,9 @@ impl Session {
         reached
     }
 
-    /// Ends the session and closes its connections.
+    /// Ends the session and closes its connections (as dropping it does).
     pub fn close(self) {
-        self.supervisor.abort();
-        for link in self.inner.links() {
-            link.close();
-        }
-        if let Some(standby) = self.inner.standby() {
-            standby.close();
-        }
+        drop(self);
     }
 }
 
@@ -450,13 +477,39 @@ impl Inner {
 
     fn params(&self) -> OpenParams {
         OpenParams {
-            seq: self.seq.fetch_add(1, Ordering::Relaxed),
+            seq: next_seq(),
             ..self.params.clone()
         }
     }
 
+    /// Sends `link`'s provider a signed renewal to `budget`, after what is queued on its
+    /// stream; false if the link is down or stays congested for a second.
+    async fn renew_link(&self, link: &Link, budget: MicroTokens) -> bool {
+        let renew = SessionRenew {
+            session: self.params.session,
+            provider: link.provider().id,
+            budget,
+        };
+        let envelope = Envelope::seal(
+            &self.params.key,
+            next_seq(),
+            clock::unix_ms() + RENEW_TTL_MS,
+            &renew,
+        );
+        let frame = Arc::new(wire::encode(&ToProvider::Renew(envelope)));
+        link.send_control(frame, RENEW_SEND_WAIT).await
+    }
+
     async fn try_open(&self, provider: ProviderAddr) -> Result<Arc<Link>, LinkError> {
+        let opened_with = self.params.wallet.as_ref().map(|w| w.budget());
         let link = Link::open(&self.params(), provider, self.down_tx.clone()).await?;
+        // A renewal while this link was opening: its open may carry the old budget.
+        if let (Some(before), Some(wallet)) = (opened_with, &self.params.wallet) {
+            let now = wallet.budget();
+            if now > before {
+                self.renew_link(&link, now).await;
+            }
+        }
         if let Ok(mut known) = self.known.lock() {
             known.insert(provider.id, provider);
         }
@@ -504,7 +557,9 @@ impl Inner {
 
     fn add(&self, link: Arc<Link>) {
         if let Ok(mut active) = self.active.write() {
-            if !active.iter().any(|l| l.provider().id == link.provider().id) {
+            if active.iter().any(|l| l.provider().id == link.provider().id) {
+                link.close();
+            } else {
                 active.push(link);
             }
         }
@@ -529,6 +584,12 @@ impl Inner {
             inputs,
         })));
 
+        if frame.len() > FRAME_BYTES_MAX {
+            return Err(RequestError::BadInput(format!(
+                "the request takes {} bytes, over the data plane's frame limit of {FRAME_BYTES_MAX}",
+                frame.len()
+            )));
+        }
         let links = self.links();
         if let Some(wallet) = &self.params.wallet {
             // Every copy may be answered, and every answer is paid.
@@ -655,7 +716,7 @@ impl Inner {
                 *s = None;
             }
             if let Ok(mut down) = self.down.lock() {
-                down.push((id, reason));
+                push_bounded(&mut down, (id, reason));
             }
             self.spawn_refill();
             return;
@@ -667,7 +728,7 @@ impl Inner {
         }
         self.remove(id);
         if let Ok(mut down) = self.down.lock() {
-            down.push((id, reason));
+            push_bounded(&mut down, (id, reason));
         }
         // Promote the warm standby at once: its session is open, its connection up.
         let promoted = self.standby.lock().ok().and_then(|mut s| s.take());
@@ -710,7 +771,8 @@ impl Inner {
             return;
         };
         let estimate = standby.rtt() + service;
-        let drifted = *p95 > estimate.mul_f64(DRIFT_FACTOR) + DRIFT_MARGIN;
+        let drifted = *p95 > estimate.mul_f64(DRIFT_FACTOR) + DRIFT_MARGIN
+            && *p95 > self.config.deadline / DRIFT_DEADLINE_DIVISOR;
         let Ok(mut drift) = self.drift.lock() else {
             return;
         };
@@ -742,7 +804,7 @@ impl Inner {
         self.add(promoted);
         self.remove(id);
         if let Ok(mut moves) = self.moves.lock() {
-            moves.push(moved);
+            push_bounded(&mut moves, moved);
         }
         let slow = Arc::clone(slow);
         let linger = self.config.deadline;

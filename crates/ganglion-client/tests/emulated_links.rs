@@ -129,7 +129,8 @@ async fn a_camera_frame_crosses_a_distant_link_in_about_one_round_trip() {
     assert!(median < delay * 5 / 2, "median {median:?} for a 20 ms path");
 }
 
-/// Make-before-break: when one active provider's link slows down (an emulated +40 ms), the
+/// Make-before-break: when one active provider's link slows down (an emulated +150 ms, past a
+/// quarter of the 500 ms deadline), the
 /// session notices its p95 drifting above what the warm standby would give, promotes the
 /// standby first and only then stops sending to the slow provider. No request is lost or late
 /// on the way, k providers stay active throughout, and nothing moves while all links are
@@ -158,7 +159,7 @@ async fn a_provider_whose_latency_drifts_is_replaced_by_the_standby_before_it_is
         session.status().moves
     );
 
-    let delay = Duration::from_millis(40);
+    let delay = Duration::from_millis(150);
     links.set(
         slow_addr,
         Link {

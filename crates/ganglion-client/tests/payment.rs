@@ -185,7 +185,7 @@ async fn a_renewed_session_goes_on_past_its_first_budget() {
         session.request(bytes()).await,
         Err(RequestError::Budget { .. })
     ));
-    assert_eq!(session.renew(MicroTokens(120)), Ok(1));
+    assert_eq!(session.renew(MicroTokens(120)).await, Ok(1));
     for _ in 0..7 {
         session.request(bytes()).await.unwrap();
     }
@@ -200,7 +200,7 @@ async fn a_renewed_session_goes_on_past_its_first_budget() {
         Err(RequestError::Budget { .. })
     ));
     assert!(matches!(
-        session.renew(MicroTokens(120)),
+        session.renew(MicroTokens(120)).await,
         Err(ganglion_client::RenewError::NotHigher { .. })
     ));
 }

@@ -213,6 +213,45 @@ async fn a_provider_whose_heartbeats_stopped_is_failed_over_from_at_once() {
     assert_eq!(session.status().failovers, 1);
 }
 
+/// Two sessions of one key (a gateway's): the older one still opens on a provider the newer
+/// one opened on since (a provider keeps only the highest sequence number it has seen from a
+/// key, so every session of a process draws from one rising counter).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sessions_of_one_key_never_replay_each_others_opens() {
+    let mut providers: Vec<Isolated> = (0..3).map(|_| Isolated::start()).collect();
+    let key = Arc::new(NodeKey::generate());
+    let endpoint =
+        Endpoint::client(Arc::clone(&key), loopback(), TransportConfig::default()).unwrap();
+    let older = Session::open(
+        Arc::clone(&key),
+        endpoint.clone(),
+        echo_config(1, 200),
+        providers.iter().map(|p| p.addr).collect(),
+    )
+    .await
+    .unwrap();
+    assert_eq!(older.status().active, vec![providers[0].addr.id]);
+    assert_eq!(older.status().standby, Some(providers[1].addr.id));
+    // A newer session of the same key opens on the older one's spare first.
+    let newer = Session::open(key, endpoint, echo_config(1, 200), vec![providers[2].addr])
+        .await
+        .unwrap();
+    newer.request(vec![bytes(8)]).await.unwrap();
+    // The older session loses its provider: the standby steps in and the spare, which has
+    // seen the newer session's open, must take the older one's new open too.
+    providers[0].kill();
+    let start = std::time::Instant::now();
+    while older.status().standby != Some(providers[2].addr.id) {
+        let _ = older.request(vec![bytes(8)]).await;
+        assert!(
+            start.elapsed() < Duration::from_secs(5),
+            "the spare refused the older session: {:?}",
+            older.status()
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn with_every_provider_dead_requests_fail_with_a_reason() {
     let mut providers: Vec<Isolated> = (0..2).map(|_| Isolated::start()).collect();

@@ -79,6 +79,8 @@ struct Netns {
     subnet: String,
     bridge: String,
     spaces: Vec<String>,
+    /// veth pairs made (their host ends are deleted too, in case a setup stopped halfway).
+    veths: usize,
 }
 
 fn ip(args: &[&str]) -> anyhow::Result<()> {
@@ -104,6 +106,7 @@ impl Netns {
             bridge: format!("gcb{tag}"),
             tag,
             spaces: Vec::new(),
+            veths: 0,
         };
         ip(&["link", "add", &me.bridge, "type", "bridge"]).context(
             "cannot make network namespaces here (root and iproute2 are needed; run without --netns for the emulator only)",
@@ -122,6 +125,7 @@ impl Netns {
             me.spaces.push(ns.clone());
             let (host, inner) = (me.host_if(i), format!("gc{}n{i}", me.tag));
             ip(&["link", "add", &host, "type", "veth", "peer", "name", &inner])?;
+            me.veths += 1;
             ip(&["link", "set", &inner, "netns", &ns])?;
             ip(&["link", "set", &host, "master", &me.bridge, "up"])?;
             ip(&[
@@ -170,6 +174,13 @@ impl Drop for Netns {
             // Deleting a namespace deletes its end of the veth pair, and so the pair.
             let _ = ip(&["netns", "del", ns]);
         }
+        for i in 0..self.veths {
+            // Gone with its namespace when it got there; left in this one if setup stopped.
+            let _ = Command::new("ip")
+                .args(["link", "del", &self.host_if(i)])
+                .stderr(Stdio::null())
+                .status();
+        }
         let _ = ip(&["link", "del", &self.bridge]);
     }
 }
@@ -187,6 +198,18 @@ impl Drop for Proc {
     fn drop(&mut self) {
         let _ = self.child.kill();
         let _ = self.child.wait();
+    }
+}
+
+/// A robot process, killed if the harness stops before it finished.
+struct RobotProc(Option<Child>);
+
+impl Drop for RobotProc {
+    fn drop(&mut self) {
+        if let Some(child) = &mut self.0 {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
     }
 }
 
@@ -444,7 +467,7 @@ pub fn run(args: Args) -> anyhow::Result<()> {
             .spawn()
             .context("cannot start a robot")?;
         let robot_lines = spawn_lines(&mut robot)?;
-        robots.push((robot, robot_lines));
+        robots.push((RobotProc(Some(robot)), robot_lines));
     }
     // The cheapest two are active, the third the standby (every provider declares the same
     // place, so the market goes by price): fault the active ones, and then their successors.
@@ -504,8 +527,11 @@ pub fn run(args: Args) -> anyhow::Result<()> {
     }
 
     marks.push(("healed".into(), now_ms()));
-    for (r, (robot, _)) in robots.into_iter().enumerate() {
-        let out = robot.wait_with_output()?;
+    for (r, (mut robot, _)) in robots.into_iter().enumerate() {
+        let Some(child) = robot.0.take() else {
+            continue;
+        };
+        let out = child.wait_with_output()?;
         anyhow::ensure!(out.status.success(), "robot {r} failed");
     }
     let end = now_ms();

@@ -277,9 +277,11 @@ pub fn keep_spares(
             let (spares, silent) = match node_view.lock() {
                 Ok(view) => (
                     view.place(&one.ask(&active), &params, SPARES - 1),
+                    // An empty view is this node's own trouble (cut off from the control
+                    // plane), not every provider's silence.
                     active
                         .iter()
-                        .filter(|id| view.provider(id).is_none())
+                        .filter(|id| !view.is_empty() && view.provider(id).is_none())
                         .copied()
                         .collect::<Vec<_>>(),
                 ),

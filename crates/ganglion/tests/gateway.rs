@@ -407,6 +407,8 @@ fn gateway_serves_the_network_over_http_and_refuses_bad_input_clearly() {
     .refused(415, "unsupported_media_type");
     let huge = vec![b'x'; 17 * 1024 * 1024];
     http(g.addr, "POST", "/v1/infer", &[AUTH, JSON], &huge).refused(413, "body_too_large");
+    // Without the token the body is not even read.
+    http(g.addr, "POST", "/v1/embeddings", &[JSON], &huge).refused(401, "invalid_api_key");
     post(
         &g,
         "/v1/embeddings",
@@ -457,6 +459,24 @@ fn gateway_serves_the_network_over_http_and_refuses_bad_input_clearly() {
         )
         .refused(400, "invalid_input");
     }
+    // A tensor within the body limit but over the data plane's frame limit (8 MiB) is the
+    // caller's fault too, refused before it is sent.
+    let big = vec![0u8; 9 * 1024 * 1024];
+    let refused = http(
+        g.addr,
+        "POST",
+        &format!("/v1/infer?model=blazeface&dtype=u8&shape={}", big.len()),
+        &[AUTH, ("Content-Type", "application/octet-stream")],
+        &big,
+    )
+    .refused(400, "invalid_input");
+    assert!(
+        refused["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("frame limit"),
+        "{refused}"
+    );
     let after = post(
         &g,
         "/v1/infer",

@@ -118,11 +118,13 @@ impl Gateway {
                 "this endpoint spends the gateway's budget: send Authorization: Bearer <token> (the token from --token-file, or the one the gateway printed at start)",
             ));
         };
+        // The scheme is case-insensitive (RFC 9110); the token is not.
         let given = value
             .to_str()
             .ok()
-            .and_then(|v| v.strip_prefix("Bearer "))
-            .unwrap_or("");
+            .and_then(|v| v.split_once(' '))
+            .filter(|(scheme, _)| scheme.eq_ignore_ascii_case("bearer"))
+            .map_or("", |(_, token)| token.trim());
         let want = self.token.as_bytes();
         let got = given.as_bytes();
         let mut diff = u8::from(want.len() != got.len());
@@ -232,17 +234,13 @@ pub fn router(gateway: Shared) -> Router {
         .route("/healthz", get(healthz))
         .route("/metrics", get(prometheus))
         .route("/openapi.json", get(openapi))
-        .route("/v1/infer", post(infer))
+        .merge(spending(Arc::clone(&gateway)))
         .route("/v1/providers", get(providers))
         .route("/v1/sessions", get(sessions))
         .route("/v1/network", get(network))
         .route("/v1/events", get(events))
         .route("/v1/models", get(super::openai::models))
         .route("/v1/models/{id}", get(super::openai::model))
-        .route("/v1/embeddings", post(super::openai::embeddings))
-        .route("/v1/chat/completions", post(super::openai::chat))
-        .route("/v1/completions", post(super::openai::chat))
-        .route("/v1/responses", post(super::openai::chat))
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
         .layer(axum::middleware::from_fn_with_state(
@@ -251,6 +249,24 @@ pub fn router(gateway: Shared) -> Router {
         ))
         .layer(axum::extract::DefaultBodyLimit::max(BODY_BYTES_MAX))
         .with_state(gateway)
+}
+
+/// The endpoints that spend the budget: the token is checked before the body is read.
+fn spending(gateway: Shared) -> Router<Shared> {
+    Router::new()
+        .route("/v1/infer", post(infer))
+        .route("/v1/embeddings", post(super::openai::embeddings))
+        .route("/v1/chat/completions", post(super::openai::chat))
+        .route("/v1/completions", post(super::openai::chat))
+        .route("/v1/responses", post(super::openai::chat))
+        .route_layer(axum::middleware::from_fn_with_state(gateway, require_token))
+}
+
+async fn require_token(State(gateway): State<Shared>, request: Request, next: Next) -> Response {
+    match gateway.authorize(request.headers()) {
+        Ok(()) => next.run(request).await,
+        Err(e) => e.into_response(),
+    }
 }
 
 async fn count_http(State(gateway): State<Shared>, request: Request, next: Next) -> Response {
@@ -823,7 +839,8 @@ async fn sessions(State(gateway): State<Shared>) -> Json<Value> {
                     "deadline_ms": key.deadline_ms,
                     "redundancy": key.redundancy,
                     "price_micro": opened.price.0,
-                    "budget_micro": opened.budget.lock().map_or(0, |b| b.0),
+                    // null while a renewal is under way
+                    "budget_micro": opened.budget.try_lock().ok().map(|b| b.0),
                     "spent_micro": s.spent.0,
                     "active": s.active.iter().map(ToString::to_string).collect::<Vec<_>>(),
                     "standby": s.standby.map(|id| id.to_string()),

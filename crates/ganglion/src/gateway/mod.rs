@@ -63,7 +63,7 @@ pub struct Args {
     /// on loopback. Without it, join a network with --bootstrap or --mdns.
     #[arg(long)]
     devnet: bool,
-    /// Providers the devnet starts (each loads all three models: a few seconds each).
+    /// Providers the devnet starts (each loads all three models, under a second on this machine).
     #[arg(long, default_value_t = 3)]
     providers: usize,
     /// Robots the devnet starts, each sending camera frames to the face detector.

@@ -175,8 +175,11 @@ pub struct Opened {
     pub session: Arc<Session>,
     pub alias: String,
     pub price: MicroTokens,
-    /// The session's budget now (it grows by renewals while the gateway's budget allows).
-    pub budget: Mutex<MicroTokens>,
+    /// The session's budget now (it grows by renewals while the gateway's budget allows);
+    /// held across a renewal, so one at a time.
+    pub budget: tokio::sync::Mutex<MicroTokens>,
+    /// Providers each request goes to.
+    pub session_k: usize,
     pub opened: Instant,
     keeper: tokio::task::JoinHandle<()>,
 }
@@ -282,7 +285,7 @@ impl Pool {
         inputs: Vec<Tensor>,
     ) -> Result<Done, ApiError> {
         let opened = self.session(key, alias).await?;
-        self.top_up(&opened, key.redundancy);
+        self.top_up(&opened).await;
         let answered = opened
             .session
             .request(inputs)
@@ -294,26 +297,29 @@ impl Pool {
         })
     }
 
-    /// Renews a session about to run out (less left than one request's k answers) with one
-    /// more session budget from the gateway's, while the gateway's budget allows.
-    fn top_up(&self, opened: &Opened, redundancy: usize) {
+    /// Renews a session running low (a quarter of a session budget left, or less than a
+    /// request's k answers) with one more session budget from the gateway's, while the
+    /// gateway's budget allows. One renewal at a time per session.
+    async fn top_up(&self, opened: &Opened) {
         let needed = opened
             .price
-            .checked_mul(redundancy as u64)
-            .unwrap_or(MicroTokens(u64::MAX));
-        let Ok(mut budget) = opened.budget.lock() else {
-            return;
-        };
+            .checked_mul(opened.session_k as u64)
+            .unwrap_or(MicroTokens(u64::MAX))
+            .max(MicroTokens(self.session_budget.0 / 4));
+        let mut budget = opened.budget.lock().await;
         let left = budget
             .checked_sub(opened.session.status().spent)
             .unwrap_or(MicroTokens::ZERO);
-        if left >= needed || !self.set_aside() {
+        if left >= needed {
             return;
         }
         let Some(raised) = budget.checked_add(self.session_budget) else {
             return;
         };
-        match opened.session.renew(raised) {
+        if !self.set_aside() {
+            return;
+        }
+        match opened.session.renew(raised).await {
             Ok(_) => *budget = raised,
             Err(e) => tracing::warn!(error = %e, "session renewal failed"),
         }
@@ -349,19 +355,11 @@ impl Pool {
             }
             Arc::clone(sessions.entry(key).or_default())
         };
-        let opened = cell.get_or_try_init(|| self.open(key, alias)).await;
-        match opened {
-            Ok(o) => Ok(Arc::clone(o)),
-            Err(e) => {
-                // Forget the failed opening so that the next request tries again.
-                if let Ok(mut sessions) = self.sessions.lock() {
-                    if sessions.get(&key).is_some_and(|c| c.get().is_none()) {
-                        sessions.remove(&key);
-                    }
-                }
-                Err(e)
-            }
-        }
+        // A failed opening leaves the cell empty and in the table: the next request for the
+        // key tries again on the same cell, so two sessions are never opened for one key.
+        cell.get_or_try_init(|| self.open(key, alias))
+            .await
+            .map(Arc::clone)
     }
 
     async fn open(&self, key: SessionKey, alias: &str) -> Result<Arc<Opened>, ApiError> {
@@ -456,7 +454,8 @@ impl Pool {
             session,
             alias: alias.to_owned(),
             price,
-            budget: Mutex::new(self.session_budget),
+            budget: tokio::sync::Mutex::new(self.session_budget),
+            session_k: key.redundancy,
             opened: Instant::now(),
             keeper,
         }))
