@@ -352,6 +352,21 @@ impl Session {
         }
     }
 
+    /// The active providers (where the next request's copies go); cheaper than
+    /// [`Session::status`] on a request path.
+    pub fn active(&self) -> Vec<NodeId> {
+        self.inner.links().iter().map(|l| l.provider().id).collect()
+    }
+
+    /// What the session's vouchers add up to; cheaper than [`Session::status`].
+    pub fn spent(&self) -> MicroTokens {
+        self.inner
+            .params
+            .wallet
+            .as_ref()
+            .map_or(MicroTokens::ZERO, |w| w.spent())
+    }
+
     pub fn id(&self) -> SessionId {
         self.inner.params.session
     }

@@ -404,7 +404,7 @@ async fn prometheus(State(gateway): State<Shared>) -> Response {
 fn spent(pool: &Pool) -> MicroTokens {
     pool.sessions()
         .iter()
-        .map(|(_, o)| o.session.status().spent)
+        .map(|(_, o)| o.session.spent())
         .fold(MicroTokens::ZERO, |a, b| a.checked_add(b).unwrap_or(a))
 }
 
@@ -781,7 +781,7 @@ async fn infer(
         "model": model.alias,
         "model_hash": model.hash.to_string(),
         "provider": done.answered.provider.to_string(),
-        "providers": done.status.active.iter().map(ToString::to_string).collect::<Vec<_>>(),
+        "providers": done.active.iter().map(ToString::to_string).collect::<Vec<_>>(),
         "latency_ms": done.answered.latency.as_secs_f64() * 1e3,
         "service_ms": done.answered.service.as_secs_f64() * 1e3,
         "deadline_ms": deadline_ms,

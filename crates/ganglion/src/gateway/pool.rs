@@ -8,7 +8,7 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use ganglion_client::{Answered, RequestError, Session, SessionConfig, SessionStatus};
+use ganglion_client::{Answered, RequestError, Session, SessionConfig};
 use ganglion_control::View;
 use ganglion_net::Endpoint;
 use ganglion_runtime::zoo::Bundled;
@@ -223,7 +223,8 @@ pub struct PoolConfig {
 #[derive(Debug)]
 pub struct Done {
     pub answered: Answered,
-    pub status: SessionStatus,
+    /// The session's active providers when it answered (where the copies went).
+    pub active: Vec<ganglion_types::NodeId>,
 }
 
 impl Pool {
@@ -293,7 +294,7 @@ impl Pool {
             .map_err(|e| request_error(&e))?;
         Ok(Done {
             answered,
-            status: opened.session.status(),
+            active: opened.session.active(),
         })
     }
 
@@ -308,7 +309,7 @@ impl Pool {
             .max(MicroTokens(self.session_budget.0 / 4));
         let mut budget = opened.budget.lock().await;
         let left = budget
-            .checked_sub(opened.session.status().spent)
+            .checked_sub(opened.session.spent())
             .unwrap_or(MicroTokens::ZERO);
         if left >= needed {
             return;
