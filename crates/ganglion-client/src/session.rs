@@ -86,8 +86,10 @@ pub const DRIFT_MARGIN: Duration = Duration::from_millis(5);
 /// providers differ by more than [`DRIFT_FACTOR`] at a few milliseconds)...
 pub const DRIFT_DEADLINE_DIVISOR: u32 = 4;
 
-/// ...at this many checks in a row.
+/// ...at this many checks in a row, once the session is this old (its first answers carry
+/// connection and start-up costs that are not drift).
 const DRIFT_STRIKES: u32 = 2;
+const DRIFT_WARMUP: Duration = Duration::from_secs(3);
 
 /// Least time between two moves (each one needs a new standby and fresh latency samples).
 const DRIFT_COOLDOWN: Duration = Duration::from_secs(3);
@@ -234,6 +236,8 @@ struct Inner {
     failovers: AtomicU64,
     moves: Mutex<Vec<Moved>>,
     drift: Mutex<Drift>,
+    /// When the session opened (drift is not judged before [`DRIFT_WARMUP`]).
+    opened: Instant,
     requests: AtomicU64,
     copies: AtomicU64,
     next_request: AtomicU64,
@@ -309,6 +313,7 @@ impl Session {
             failovers: AtomicU64::new(0),
             moves: Mutex::new(Vec::new()),
             drift: Mutex::new(Drift::default()),
+            opened: clock::now(),
             requests: AtomicU64::new(0),
             copies: AtomicU64::new(0),
             next_request: AtomicU64::new(1),
@@ -786,7 +791,14 @@ impl Inner {
             return;
         };
         let estimate = standby.rtt() + service;
-        let drifted = *p95 > estimate.mul_f64(DRIFT_FACTOR) + DRIFT_MARGIN
+        // Slower than its peers too: a machine (or a whole session) that is slow for everyone,
+        // as at a session's start, is no reason to move.
+        let best = measured.iter().map(|(_, p95)| *p95).min().unwrap_or(*p95);
+        let slower_than_peers = measured.len() < 2 || *p95 > best.mul_f64(DRIFT_FACTOR);
+        let warm = now.saturating_duration_since(self.opened) >= DRIFT_WARMUP;
+        let drifted = warm
+            && slower_than_peers
+            && *p95 > estimate.mul_f64(DRIFT_FACTOR) + DRIFT_MARGIN
             && *p95 > self.config.deadline / DRIFT_DEADLINE_DIVISOR;
         let Ok(mut drift) = self.drift.lock() else {
             return;

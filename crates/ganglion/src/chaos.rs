@@ -562,20 +562,15 @@ pub fn run(args: Args) -> anyhow::Result<()> {
     let mut steady_p99 = None;
     for (i, (name, start)) in marks.iter().enumerate() {
         let stop = marks.get(i + 1).map_or(end, |(_, t)| *t);
-        let in_window = |s: &&Sample| s.t >= *start && s.t < stop;
-        let mut latencies: Vec<u64> = traces
-            .iter()
-            .flatten()
-            .filter(in_window)
-            .filter(|s| s.kind == "answer")
-            .map(|s| s.value)
-            .collect();
-        let lost = traces
-            .iter()
-            .flatten()
-            .filter(in_window)
-            .filter(|s| s.kind == "miss")
-            .count() as u64;
+        // Every robot's samples of one kind in this phase.
+        let of_kind = |kind: &'static str| {
+            traces
+                .iter()
+                .flatten()
+                .filter(move |s| s.kind == kind && s.t >= *start && s.t < stop)
+        };
+        let mut latencies: Vec<u64> = of_kind("answer").map(|s| s.value).collect();
+        let lost = of_kind("miss").count() as u64;
         let late = latencies
             .iter()
             .filter(|l| **l > args.deadline_ms * 1000)
@@ -602,12 +597,7 @@ pub fn run(args: Args) -> anyhow::Result<()> {
                     .max()
             })
             .flatten();
-        let moved = traces
-            .iter()
-            .flatten()
-            .filter(in_window)
-            .filter(|s| s.kind == "moved")
-            .count() as u64;
+        let moved = of_kind("moved").count() as u64;
         rows.push(Row {
             moved,
             phase: name.clone(),

@@ -111,8 +111,9 @@ impl Gateway {
         }
     }
 
-    /// Checks the bearer token (in constant time).
-    pub fn authorize(&self, headers: &HeaderMap) -> Result<(), ApiError> {
+    /// Checks the bearer token (in constant time); `require_token` runs it before any
+    /// spending endpoint reads its body.
+    fn authorize(&self, headers: &HeaderMap) -> Result<(), ApiError> {
         let Some(value) = headers.get(header::AUTHORIZATION) else {
             return Err(ApiError::unauthorized(
                 "this endpoint spends the gateway's budget: send Authorization: Bearer <token> (the token from --token-file, or the one the gateway printed at start)",
@@ -138,17 +139,6 @@ impl Gateway {
                 "the bearer token is not this gateway's",
             ))
         }
-    }
-
-    /// The JSON body of a request to an endpoint that spends the budget: token first, then
-    /// the body under its limit, then the JSON.
-    pub fn spending_json<T: serde::de::DeserializeOwned>(
-        &self,
-        headers: &HeaderMap,
-        raw: Result<Bytes, BytesRejection>,
-    ) -> Result<T, ApiError> {
-        self.authorize(headers)?;
-        json_body(headers, &body(raw)?)
     }
 
     pub fn resolve(&self, name: &str) -> Result<ModelRef, ApiError> {
@@ -217,7 +207,7 @@ pub async fn infer_counted(
             d.answered.provider,
         ),
         Err(e) if e.code == "deadline_exceeded" => metrics.missed(&model.alias, deadline),
-        Err(e) => metrics.failed(&model.alias, deadline, pool::cause(e)),
+        Err(e) => metrics.failed(&model.alias, deadline, e.code),
     }
     done
 }
@@ -288,7 +278,7 @@ async fn method_not_allowed() -> ApiError {
 }
 
 /// The request body, or the error that says why it could not be read.
-fn body(body: Result<Bytes, BytesRejection>) -> Result<Bytes, ApiError> {
+pub fn body(body: Result<Bytes, BytesRejection>) -> Result<Bytes, ApiError> {
     body.map_err(|e| {
         if e.status() == StatusCode::PAYLOAD_TOO_LARGE {
             ApiError::too_large(BODY_BYTES_MAX)
@@ -299,7 +289,7 @@ fn body(body: Result<Bytes, BytesRejection>) -> Result<Bytes, ApiError> {
 }
 
 /// Parses a JSON body, with serde's message (line and column) on failure.
-fn json_body<T: serde::de::DeserializeOwned>(
+pub fn json_body<T: serde::de::DeserializeOwned>(
     headers: &HeaderMap,
     bytes: &[u8],
 ) -> Result<T, ApiError> {
@@ -747,7 +737,7 @@ async fn infer(
     query: Result<Query<InferQuery>, axum::extract::rejection::QueryRejection>,
     raw: Result<Bytes, BytesRejection>,
 ) -> Result<Json<Value>, ApiError> {
-    gateway.authorize(&headers)?;
+    // The token was checked before the body was read (`require_token`).
     let bytes = body(raw)?;
     let Query(query) = query.map_err(|e| ApiError::invalid("invalid_query", e.body_text()))?;
     let ask = parse_infer(&headers, &query, &bytes)?;

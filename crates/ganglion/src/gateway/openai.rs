@@ -19,7 +19,7 @@ use ganglion_runtime::zoo::MINILM_TOKENS_MAX;
 use serde::Deserialize;
 use serde_json::{json, Value};
 
-use super::api::{terms, Gateway};
+use super::api::{body, json_body, terms, Gateway};
 use super::error::ApiError;
 use super::pool::Kind;
 
@@ -92,7 +92,7 @@ pub async fn embeddings(
     headers: HeaderMap,
     raw: Result<Bytes, BytesRejection>,
 ) -> Result<Json<Value>, ApiError> {
-    let ask: EmbeddingsBody = gateway.spending_json(&headers, raw)?;
+    let ask: EmbeddingsBody = json_body(&headers, &body(raw)?)?;
     let model = gateway.resolve(&ask.model)?;
     if model.kind != Kind::Embeddings {
         return Err(ApiError::invalid(
@@ -222,7 +222,7 @@ pub async fn chat(
     headers: HeaderMap,
     raw: Result<Bytes, BytesRejection>,
 ) -> Result<Json<Value>, ApiError> {
-    let ask: Value = gateway.spending_json(&headers, raw)?;
+    let ask: Value = json_body(&headers, &body(raw)?)?;
     let model = ask.get("model").and_then(Value::as_str).unwrap_or("");
     let served: Vec<String> = gateway.served().into_iter().map(|m| m.alias).collect();
     Err(ApiError {

@@ -483,8 +483,3 @@ fn request_error(e: &RequestError) -> ApiError {
         _ => ApiError::unavailable("no_provider", e.to_string()),
     }
 }
-
-/// The metrics cause of an error.
-pub fn cause(e: &ApiError) -> &'static str {
-    e.code
-}
