@@ -8,12 +8,15 @@
 //!   requests.
 //! - [`session`]: the session: hedged requests over k links, signature and shape checks,
 //!   failover to spares so that a provider's death costs the robot nothing.
+//! - [`checkers`]: forwards sampled requests (inputs and every provider's signed answer) to
+//!   checkers, who re-run them.
 //! - [`wallet`]: pay per answer: a cumulative EIP-712 voucher to a provider after each of its
 //!   answers, within the session's budget.
 //!
 //! This crate is a driver: it owns connections and reads the clock.
 #![allow(clippy::disallowed_methods)]
 
+pub mod checkers;
 pub mod health;
 pub mod link;
 pub mod session;

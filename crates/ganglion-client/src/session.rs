@@ -16,7 +16,9 @@ use ganglion_types::limits::FRAME_BYTES_MAX;
 use ganglion_types::proto::{
     Outcome, Refusal, Request, RequestId, ServeError, SessionId, SessionRenew, ToProvider,
 };
+use ganglion_types::verify::{Sample, SignedAnswer};
 use ganglion_types::{tensor, wire, Envelope, MicroTokens, ModelHash, NodeId, NodeKey, Tensor};
+use ganglion_verify::Sampler;
 use tokio::sync::mpsc;
 use tracing::{info, warn};
 
@@ -242,6 +244,9 @@ struct Inner {
     copies: AtomicU64,
     next_request: AtomicU64,
     down_tx: mpsc::Sender<(NodeId, DownReason)>,
+    /// Requests forwarded to checkers: which, and where to ([`Session::sample_to`]).
+    sampling: Mutex<Option<(Sampler, mpsc::Sender<Sample>)>>,
+    sampled: AtomicU64,
 }
 
 /// A robot's session with the network for one model.
@@ -318,6 +323,8 @@ impl Session {
             copies: AtomicU64::new(0),
             next_request: AtomicU64::new(1),
             down_tx,
+            sampling: Mutex::new(None),
+            sampled: AtomicU64::new(0),
         });
         let (tried, last) = inner.fill_initial().await;
         if inner.active_count() == 0 {
@@ -374,6 +381,21 @@ impl Session {
 
     pub fn id(&self) -> SessionId {
         self.inner.params.session
+    }
+
+    /// Forwards one request in every `every` (at a random place in each block of `every`) to
+    /// `sink` for checkers to re-run: its inputs and every provider's signed answer to it,
+    /// collected until the request's deadline (the copies that lost the race too, so one re-run
+    /// checks every provider the request went to). A sink that is full drops the sample.
+    pub fn sample_to(&self, sink: mpsc::Sender<Sample>, every: u32) {
+        if let Ok(mut sampling) = self.inner.sampling.lock() {
+            *sampling = Some((Sampler::new(every), sink));
+        }
+    }
+
+    /// Requests forwarded to checkers so far.
+    pub fn sampled(&self) -> u64 {
+        self.inner.sampled.load(Ordering::Relaxed)
     }
 
     /// Replaces the spares with `candidates`, best first (a fresh placement from the robot's
@@ -597,6 +619,7 @@ impl Inner {
         let deadline = started + deadline_in;
         let id = RequestId(self.next_request.fetch_add(1, Ordering::Relaxed));
         let input_hash = tensor::hash_all(&inputs);
+        let mut sampled = self.take_sample(&inputs);
         let budget_us = u32::try_from(deadline_in.as_micros()).unwrap_or(u32::MAX);
         let frame = Arc::new(wire::encode(&ToProvider::Request(Request {
             id,
@@ -679,6 +702,21 @@ impl Inner {
             // Links deliver only answers that passed their checks (signature, claim, shapes).
             match outcome {
                 Outcome::Done(done) => {
+                    if let Some((inputs, sink)) = sampled.take() {
+                        let sample = Sample {
+                            model: self.config.model,
+                            request: id,
+                            inputs,
+                            answers: vec![SignedAnswer {
+                                provider,
+                                outputs: done.outputs.clone(),
+                                signature: done.signature,
+                            }],
+                        };
+                        self.sampled.fetch_add(1, Ordering::Relaxed);
+                        let rest = outstanding.saturating_sub(1);
+                        tokio::spawn(collect_sample(rx, deadline, rest, sample, sink));
+                    }
                     return Ok(Answered {
                         request: id,
                         outputs: done.outputs,
@@ -710,6 +748,21 @@ impl Inner {
                 }
             }
         }
+    }
+
+    /// The inputs and the sink, if this request is one the checkers get.
+    fn take_sample(&self, inputs: &[Tensor]) -> Option<(Vec<Tensor>, mpsc::Sender<Sample>)> {
+        let mut sampling = self.sampling.lock().ok()?;
+        let (sampler, sink) = sampling.as_mut()?;
+        let random = || {
+            let mut bytes = [0u8; 8];
+            // Without OS randomness, the request counter still moves the pick around.
+            let _ = getrandom::getrandom(&mut bytes);
+            u64::from_le_bytes(bytes) ^ self.next_request.load(Ordering::Relaxed)
+        };
+        sampler
+            .take(random)
+            .then(|| (inputs.to_vec(), sink.clone()))
     }
 
     /// When this request's copies go out: all at once, or, by deadline class, the second after
@@ -912,6 +965,32 @@ fn log_refusal(provider: &ProviderAddr, error: &LinkError, what: &str) {
         info!(provider = %provider.id, error = %error, "{what}");
     } else {
         warn!(provider = %provider.id, error = %error, "{what}");
+    }
+}
+
+/// Adds the other providers' answers to a sampled request (until its deadline, or until
+/// every copy has answered) and hands the sample to the checkers' sink.
+async fn collect_sample(
+    mut rx: mpsc::Receiver<(NodeId, Outcome, Instant)>,
+    deadline: Instant,
+    mut outstanding: u64,
+    mut sample: Sample,
+    sink: mpsc::Sender<Sample>,
+) {
+    while outstanding > 0 {
+        match tokio::time::timeout_at(deadline.into(), rx.recv()).await {
+            Ok(Some((provider, Outcome::Done(done), _))) => sample.answers.push(SignedAnswer {
+                provider,
+                outputs: done.outputs,
+                signature: done.signature,
+            }),
+            Ok(Some(_)) => {}
+            Ok(None) | Err(_) => break,
+        }
+        outstanding -= 1;
+    }
+    if sink.try_send(sample).is_err() {
+        tracing::debug!("checkers' sink full or gone: sample dropped");
     }
 }
 

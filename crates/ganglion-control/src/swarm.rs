@@ -2,7 +2,7 @@
 //! did:key), over QUIC and TCP (Noise, Yamux), with identify, Kademlia, gossipsub (with peer
 //! scoring) and ping, and mDNS on a LAN. Every node may be a bootstrap peer; none is special.
 //!
-//! Offers and heartbeats travel on one gossipsub topic. Every message is validated by the
+//! Offers, heartbeats and checkers' attestations travel on one gossipsub topic. Every message is validated by the
 //! node's [`View`] before gossipsub forwards it: accepted messages propagate, stale ones are
 //! ignored, forged or malformed ones are rejected (which scores the forwarding peer down). A
 //! peer that sends more than [`PEER_MESSAGES_PER_S_MAX`] messages a second is disconnected.
@@ -28,7 +28,7 @@ use libp2p::{
     identify, kad, mdns, noise, ping, request_response, tcp, yamux, Multiaddr, PeerId,
     StreamProtocol,
 };
-use tokio::sync::{oneshot, watch};
+use tokio::sync::{mpsc, oneshot, watch};
 
 use crate::view::{IngestError, View, ViewConfig};
 
@@ -48,6 +48,10 @@ pub const OFFER_TTL: Duration = Duration::from_secs(60);
 
 /// Default offer republication period.
 pub const OFFER_REPUBLISH_DEFAULT: Duration = Duration::from_secs(10);
+
+/// Signed messages a node's own components (a checker's attestations) may have waiting to be
+/// published; past this, [`Node::publish`] refuses.
+pub const PUBLISH_QUEUE_MAX: usize = 4_096;
 
 /// Least time between two Kademlia bootstrap queries started by new connections.
 const BOOTSTRAP_GAP: Duration = Duration::from_secs(1);
@@ -178,9 +182,22 @@ pub struct Node {
     addrs: watch::Receiver<Vec<Multiaddr>>,
     stop: Option<oneshot::Sender<()>>,
     task: tokio::task::JoinHandle<()>,
+    outbox: mpsc::Sender<Vec<u8>>,
 }
 
 impl Node {
+    /// Publishes a signed control message of this node's own (an encoded envelope: a
+    /// checker's attestation): folded into this node's view first, then gossiped. False if the
+    /// queue is full or the node stopped.
+    pub fn publish(&self, envelope: Vec<u8>) -> bool {
+        self.outbox.try_send(envelope).is_ok()
+    }
+
+    /// A handle that publishes like [`Node::publish`], for tasks that outlive a borrow.
+    pub fn publisher(&self) -> mpsc::Sender<Vec<u8>> {
+        self.outbox.clone()
+    }
+
     /// A snapshot read of the view.
     pub fn with_view<R>(&self, f: impl FnOnce(&View) -> R) -> R {
         match self.view.lock() {
@@ -318,6 +335,7 @@ pub fn spawn(
     let view = Arc::new(Mutex::new(View::new(config.view)));
     let (addrs_tx, addrs) = watch::channel(Vec::new());
     let (stop, stopped) = oneshot::channel();
+    let (outbox, outbox_rx) = mpsc::channel(PUBLISH_QUEUE_MAX);
     let driver = Driver {
         key: NodeKey::from_seed(key.seed()),
         swarm,
@@ -335,13 +353,14 @@ pub fn spawn(
         heartbeat_interval: config.heartbeat_interval,
         offer_republish: config.offer_republish.min(OFFER_TTL / 3),
     };
-    let task = tokio::spawn(driver.run(stopped));
+    let task = tokio::spawn(driver.run(stopped, outbox_rx));
     Ok(Node {
         peer_id,
         view,
         addrs,
         stop: Some(stop),
         task,
+        outbox,
     })
 }
 
@@ -378,7 +397,11 @@ struct Driver {
 }
 
 impl Driver {
-    async fn run(mut self, mut stopped: oneshot::Receiver<()>) {
+    async fn run(
+        mut self,
+        mut stopped: oneshot::Receiver<()>,
+        mut outbox: mpsc::Receiver<Vec<u8>>,
+    ) {
         let mut beat = tokio::time::interval(self.heartbeat_interval);
         let mut bootstrap = tokio::time::interval(Duration::from_secs(10));
         self.publish_offer(true);
@@ -386,6 +409,18 @@ impl Driver {
             tokio::select! {
                 _ = &mut stopped => return,
                 _ = beat.tick() => self.on_beat(),
+                Some(own) = outbox.recv() => {
+                    let folded = match self.view.lock() {
+                        Ok(mut view) => view.ingest(&own, now_ms()),
+                        Err(_) => continue,
+                    };
+                    match folded {
+                        Ok(_) => {
+                            self.send(own);
+                        }
+                        Err(e) => tracing::warn!(error = %e, "own control message refused by own view"),
+                    }
+                }
                 _ = bootstrap.tick() => {
                     let _ = self.swarm.behaviour_mut().kad.bootstrap();
                 }

@@ -11,6 +11,14 @@
 //! - The view holds at most [`ViewConfig::providers_max`] providers. When full, offers from
 //!   new providers are refused ([`IngestError::Full`]) until silent or expired ones leave;
 //!   known providers still update. Nothing a peer sends grows it past that.
+//! - An attestation (a checker's findings about a provider) is accepted when its envelope opens
+//!   and it validates; it is folded into the view's [`Reputation`] (`ganglion-verify`), a newer
+//!   one from the same checker about the same provider replacing the older. It lasts until its
+//!   envelope expires, and outlives the provider's offer (a provider that went down stays known
+//!   as down).
+//! - Placement ([`View::place`]) leaves out providers the reputation excludes, tries the
+//!   preferred ones first, and where checkers' round trips bound a provider's position, uses
+//!   the distance they prove instead of the declared one whenever that is further.
 
 use std::net::SocketAddr;
 
@@ -20,7 +28,10 @@ use ganglion_market::{Book, Domains, Load, Offer as MarketOffer};
 use ganglion_types::accel::best_class;
 use ganglion_types::control::{Heartbeat, Listing, Offer};
 use ganglion_types::envelope::{EnvelopeError, MessageKind};
+use ganglion_types::verify::Attestation;
 use ganglion_types::{DecodeError, Envelope, MicroTokens, NodeId, UnixMs};
+use ganglion_verify::reputation::FoldError;
+use ganglion_verify::{Reputation, Verdict};
 use rustc_hash::FxHashMap as HashMap;
 
 /// Default heartbeat interval.
@@ -56,6 +67,8 @@ pub enum Heard {
     Replaced(NodeId),
     /// Fresh load from a known provider.
     Load(NodeId),
+    /// A checker's attestation about a provider.
+    Attested { checker: NodeId, provider: NodeId },
 }
 
 /// Why a message was dropped. [`IngestError::penalty`] says how much the gossip layer should
@@ -79,6 +92,8 @@ pub enum IngestError {
     Full(usize),
     #[error("the market refused the offer: {0}")]
     Book(#[from] BookError),
+    #[error("attestation not folded: {0}")]
+    Attestation(#[from] FoldError),
 }
 
 impl IngestError {
@@ -88,6 +103,7 @@ impl IngestError {
         match self {
             Self::Stale { .. } | Self::Unknown | Self::OtherOffer { .. } | Self::Full(_) => 0,
             Self::Envelope(EnvelopeError::Replayed { .. } | EnvelopeError::Expired { .. }) => 0,
+            Self::Attestation(FoldError::Stale { .. } | FoldError::Full) => 0,
             _ => 1,
         }
     }
@@ -124,6 +140,7 @@ pub struct View {
     book: Book,
     known: HashMap<NodeId, Known>,
     config: ViewConfig,
+    reputation: Reputation,
 }
 
 impl View {
@@ -132,7 +149,20 @@ impl View {
             book: Book::new(),
             known: HashMap::default(),
             config,
+            reputation: Reputation::new(),
         }
+    }
+
+    /// What checkers said, folded.
+    pub fn reputation(&self) -> &Reputation {
+        &self.reputation
+    }
+
+    /// A provider's standing, judged against the position its offer declares (when the view
+    /// holds the offer); `None` when no checker has attested it.
+    pub fn verdict(&self, id: &NodeId) -> Option<Verdict> {
+        let declared = self.book.offer(id).map(|(offer, _)| offer.at);
+        self.reputation.verdict(id, declared)
     }
 
     /// The market's book: the input of placement.
@@ -162,6 +192,7 @@ impl View {
         match envelope.kind {
             MessageKind::Offer => self.offer(&envelope, bytes, now_ms),
             MessageKind::Heartbeat => self.heartbeat(&envelope, now_ms),
+            MessageKind::Attestation => self.attestation(&envelope, now_ms),
             other => Err(IngestError::Kind(other)),
         }
     }
@@ -270,6 +301,21 @@ impl View {
         Ok(Heard::Load(id))
     }
 
+    fn attestation(&mut self, envelope: &Envelope, now_ms: UnixMs) -> Result<Heard, IngestError> {
+        let attestation: Attestation = envelope.open(now_ms, None)?;
+        self.reputation.fold(
+            envelope.author,
+            envelope.seq,
+            envelope.expires_at_ms,
+            now_ms,
+            attestation,
+        )?;
+        Ok(Heard::Attested {
+            checker: envelope.author,
+            provider: attestation.provider,
+        })
+    }
+
     /// Up to `max` signed offers this view holds, as heard: what a node that just joined is
     /// sent so that it need not wait for every provider to republish.
     pub fn offers(&self, max: usize) -> impl Iterator<Item = &[u8]> {
@@ -278,13 +324,69 @@ impl View {
 
     /// Places a session on the providers this view holds (the market's rules over the live
     /// book), with up to `spares` standbys after them, each with its data-plane address.
+    /// Providers the reputation excludes are never placed; preferred ones (and those no checker
+    /// has judged yet) are tried first, the rest only when those cannot make the placement.
     pub fn place(
         &self,
         ask: &SessionAsk<'_>,
         params: &PlaceParams,
         spares: usize,
     ) -> Result<Placed, PlaceError> {
-        let (placement, next) = self.book.place_with_spares(ask, params, spares)?;
+        let mut excluded: Vec<NodeId> = ask.exclude.to_vec();
+        let mut unpreferred = Vec::new();
+        let mut measured: std::collections::HashMap<NodeId, u32> =
+            ask.measured_rtt_us.cloned().unwrap_or_default();
+        for id in self.reputation.providers() {
+            let Some(verdict) = self.verdict(id) else {
+                continue;
+            };
+            if verdict.excluded {
+                excluded.push(*id);
+                continue;
+            }
+            if !verdict.preferred {
+                unpreferred.push(*id);
+            }
+            // The checkers' disk proves the provider at least this far from the robot.
+            if let (Some((centre, radius_km)), Some((offer, _))) =
+                (verdict.bound, self.book.offer(id))
+            {
+                let proven_km = (ask.robot.distance_km(&centre) - radius_km).max(0.0);
+                if proven_km > ask.robot.distance_km(&offer.at) && !measured.contains_key(id) {
+                    let rtt = params.rtt_us(proven_km).min(f64::from(u32::MAX)) as u32;
+                    measured.insert(*id, rtt);
+                }
+            }
+        }
+        let measured = (!measured.is_empty()).then_some(&measured);
+        fn with<'a>(
+            ask: &SessionAsk<'a>,
+            exclude: &'a [NodeId],
+            measured: Option<&'a std::collections::HashMap<NodeId, u32>>,
+        ) -> SessionAsk<'a> {
+            SessionAsk {
+                exclude,
+                measured_rtt_us: measured,
+                ..*ask
+            }
+        }
+        let mut first = excluded.clone();
+        first.extend(&unpreferred);
+        let (placement, next) = if unpreferred.is_empty() {
+            self.book
+                .place_with_spares(&with(ask, &excluded, measured), params, spares)?
+        } else {
+            match self
+                .book
+                .place_with_spares(&with(ask, &first, measured), params, spares)
+            {
+                Ok(found) => found,
+                Err(_) => {
+                    self.book
+                        .place_with_spares(&with(ask, &excluded, measured), params, spares)?
+                }
+            }
+        };
         let addr = |c: &Chosen| self.known.get(&c.provider).map(|k| (*c, k.addr));
         Ok(Placed {
             providers: placement.providers.iter().filter_map(addr).collect(),
@@ -308,6 +410,7 @@ impl View {
             self.known.remove(id);
             self.book.remove(id);
         }
+        self.reputation.tick(now_ms);
         gone
     }
 }

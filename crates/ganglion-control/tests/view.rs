@@ -268,3 +268,75 @@ fn a_robot_places_from_its_view_and_reaches_providers_at_their_offered_addresses
     let err = view.place(&ask, &PlaceParams::default(), 4).unwrap_err();
     assert!(err.to_string().contains("no provider serves"), "{err}");
 }
+
+fn down_attestation(provider: ganglion_types::NodeId) -> ganglion_types::verify::Attestation {
+    ganglion_types::verify::Attestation {
+        provider,
+        checker_at: Coordinates::new(48.85, 2.35).unwrap(),
+        checker_addr: None,
+        up: false,
+        probes: 5,
+        answered: 0,
+        on_time: 0,
+        rtt_min_us: None,
+        rtt_min_service_us: None,
+        checked: 0,
+        wrong: 0,
+        evidence: None,
+    }
+}
+
+#[test]
+fn attestations_that_are_forged_or_replayed_are_refused_and_two_checkers_take_a_provider_out_of_placement(
+) {
+    let mut view = View::new(ViewConfig::default());
+    view.ingest(&sealed_offer(1, 1, 100), NOW).unwrap();
+    view.ingest(&sealed_offer(2, 1, 100), NOW).unwrap();
+    let target = key(1).id();
+    let attest = |checker: u8, seq: u64| {
+        Envelope::seal(&key(checker), seq, NOW + 60_000, &down_attestation(target)).to_bytes()
+    };
+    // Forged: the signature no longer covers what it says. Penalised at the gossip layer.
+    let mut forged = Envelope::from_bytes(&attest(10, 1)).unwrap();
+    forged.author = key(11).id();
+    let err = view.ingest(&forged.to_bytes(), NOW).unwrap_err();
+    assert_eq!(err.penalty(), 1, "{err}");
+    // Replayed: ignored without penalty (gossip delivers duplicates).
+    assert!(matches!(
+        view.ingest(&attest(10, 1), NOW),
+        Ok(Heard::Attested { .. })
+    ));
+    let err = view.ingest(&attest(10, 1), NOW).unwrap_err();
+    assert_eq!(err.penalty(), 0, "{err}");
+    let placed = |view: &View| -> Vec<ganglion_types::NodeId> {
+        let ask = SessionAsk {
+            robot: Coordinates::new(48.86, 2.34).unwrap(),
+            model: model(),
+            deadline_us: 20_000,
+            k: 1,
+            max_price: MicroTokens(1_000),
+            measured_rtt_us: None,
+            exclude: &[],
+            accelerator: AcceleratorClass::Cpu,
+        };
+        let placed = view.place(&ask, &PlaceParams::default(), 4).unwrap();
+        placed
+            .providers
+            .iter()
+            .chain(&placed.spares)
+            .map(|(c, _)| c.provider)
+            .collect()
+    };
+    // One checker saying "down" is not enough to exclude the provider (it is only no longer
+    // preferred)...
+    let alone = view.verdict(&target).unwrap();
+    assert!(
+        !alone.down && !alone.excluded && !alone.preferred,
+        "{alone:?}"
+    );
+    // ...two are.
+    view.ingest(&attest(12, 1), NOW).unwrap();
+    assert!(view.verdict(&target).unwrap().down);
+    let now = placed(&view);
+    assert!(!now.contains(&target) && now.len() == 1, "{now:?}");
+}

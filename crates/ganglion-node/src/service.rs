@@ -97,3 +97,44 @@ impl Service for EchoService {
         std::future::ready(Ok(inputs))
     }
 }
+
+/// A provider that answers wrong on purpose, on a fraction of its requests: every float of
+/// the outputs shifted by 0.5. For the adversarial tests and the devnet's demonstration of
+/// checkers (`ganglion provider --misbehave-wrong`); an honest operator never runs it.
+#[derive(Debug, Clone)]
+pub struct Misbehaving<S> {
+    pub inner: S,
+    /// Fraction of answers made wrong, 0 to 1.
+    pub wrong: f64,
+}
+
+impl<S: Service> Service for Misbehaving<S> {
+    fn describe(&self, model: &ModelHash) -> Option<ModelInfo> {
+        self.inner.describe(model)
+    }
+
+    fn call(
+        &self,
+        model: ModelHash,
+        inputs: Vec<Tensor>,
+        deadline: Instant,
+    ) -> impl Future<Output = Result<Vec<Tensor>, ServeError>> + Send + 'static {
+        let mut random = [0u8; 8];
+        let _ = getrandom::getrandom(&mut random);
+        let draw = (u64::from_le_bytes(random) >> 11) as f64 / (1u64 << 53) as f64;
+        let corrupt = draw < self.wrong;
+        let answer = self.inner.call(model, inputs, deadline);
+        async move {
+            let mut outputs = answer.await?;
+            if corrupt {
+                for t in outputs.iter_mut().filter(|t| t.dtype == DType::F32) {
+                    for chunk in t.data.chunks_exact_mut(4) {
+                        let v = f32::from_le_bytes([chunk[0], chunk[1], chunk[2], chunk[3]]);
+                        chunk.copy_from_slice(&(v + 0.5).to_le_bytes());
+                    }
+                }
+            }
+            Ok(outputs)
+        }
+    }
+}

@@ -24,6 +24,8 @@ pub enum MessageKind {
     Heartbeat,
     /// A robot raises a paid session's budget ([`crate::proto::SessionRenew`]).
     SessionRenew,
+    /// What a checker found about a provider ([`crate::verify::Attestation`]).
+    Attestation,
 }
 
 impl MessageKind {
@@ -34,6 +36,7 @@ impl MessageKind {
             Self::Offer => "envelope/v1/offer",
             Self::Heartbeat => "envelope/v1/heartbeat",
             Self::SessionRenew => "envelope/v1/session-renew",
+            Self::Attestation => "envelope/v1/attestation",
         }
     }
 }

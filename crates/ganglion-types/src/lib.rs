@@ -10,6 +10,8 @@
 //! - [`tensor`]: tensors as they travel (type, shape, little-endian bytes), with their checks.
 //! - [`model`]: models named by the BLAKE3 hash of their bytes.
 //! - [`proto`]: the data-plane protocol: session open, requests, signed answers.
+//! - [`verify`]: checkers' attestations, the samples robots forward to them, and signed
+//!   evidence of a wrong answer.
 //! - [`money`]: integer micro-token amounts with checked arithmetic.
 //! - [`geo`]: coordinates, great-circle distance and the speed-of-light bound in fiber.
 //! - [`limits`]: the bounds every decoder and queue respects.
@@ -28,6 +30,7 @@ pub mod money;
 pub mod pay;
 pub mod proto;
 pub mod tensor;
+pub mod verify;
 pub mod wire;
 
 pub use accel::{Accelerator, AcceleratorClass};

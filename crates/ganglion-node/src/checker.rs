@@ -1,0 +1,742 @@
+//! The checker daemon: probes providers, re-runs what robots sample, attests.
+//!
+//! - **Probes** (every [`CheckerConfig::probe_every`], every provider the caller's view holds
+//!   that serves a model this checker has): a real inference on a fresh random input, over a
+//!   session the checker opens and pays for like a robot. The answer's signature must cover the
+//!   input, so its round trip is a proof of location (`ganglion_verify::location`); the answer
+//!   is re-run here and compared, so probes verify too.
+//! - **Samples** from robots (their inputs and every provider's signed answer, on this
+//!   checker's QUIC endpoint): re-run once, each answer compared within the tolerance. A wrong
+//!   answer becomes signed [`Evidence`] (kept in memory, and written to the evidence folder
+//!   when one is set), and the sample goes to one other checker to confirm, so that a finding
+//!   never rests on one checker's word.
+//! - **Attestations**: per provider, its recent window (probes answered and on time, the least
+//!   round trip, answers checked and wrong, the latest evidence), signed and handed to the
+//!   caller to gossip, whenever something changed and at least every
+//!   [`CheckerConfig::attest_every`].
+
+use std::collections::{HashMap, VecDeque};
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use ganglion_client::link::{Link, OpenParams};
+use ganglion_client::{Payment, ProviderAddr, Wallet};
+use ganglion_net::{clock, Connection, Endpoint};
+use ganglion_runtime::Runtime;
+use ganglion_types::proto::{Outcome, Request, RequestId, SessionId, ToProvider};
+use ganglion_types::verify::{
+    Attestation, Evidence, Sample, SignedAnswer, SignedEvidence, ToChecker, Tolerance,
+};
+use ganglion_types::{
+    tensor, wire, Coordinates, DType, Envelope, MicroTokens, ModelHash, NodeId, NodeKey, Tensor,
+};
+use tokio::sync::{mpsc, Semaphore};
+use tracing::{debug, info, warn};
+
+/// Samples re-run at once; past this, new ones are dropped (counted).
+pub const SAMPLES_IN_FLIGHT_MAX: usize = 4;
+
+/// Providers a checker keeps records of.
+pub const RECORDS_MAX: usize = 100_000;
+
+/// Evidence kept in memory (the latest).
+pub const EVIDENCE_KEPT: usize = 64;
+
+/// Length given to a free input dimension in a probe (a sequence length).
+const FREE_DIM: u32 = 8;
+
+/// How a checker works.
+#[derive(Debug, Clone)]
+pub struct CheckerConfig {
+    /// Where the checker is (its disks are drawn around this).
+    pub at: Coordinates,
+    pub probe_every: Duration,
+    /// A probe not answered within this counts as failed.
+    pub probe_timeout: Duration,
+    /// A probe answered within this is on time (the deadline-hit rate).
+    pub probe_deadline: Duration,
+    /// Probes and re-executions remembered per provider.
+    pub window: usize,
+    /// Attest at least this often, changed or not.
+    pub attest_every: Duration,
+    /// How long an attestation counts (its envelope's lifetime): old findings decay.
+    pub attest_ttl: Duration,
+    pub tolerance: Tolerance,
+    /// Where evidence of wrong answers is written (`<hash>.evidence`), if anywhere.
+    pub evidence_dir: Option<PathBuf>,
+    /// The sample address attestations name (the server endpoint's own when `None`).
+    pub advertise: Option<SocketAddr>,
+}
+
+impl CheckerConfig {
+    /// Probes every heartbeat `interval`, failed after half of it; attests at least every five
+    /// intervals, each attestation lasting ten.
+    pub fn with_interval(at: Coordinates, interval: Duration) -> Self {
+        Self {
+            at,
+            probe_every: interval,
+            probe_timeout: interval / 2,
+            probe_deadline: Duration::from_millis(200).min(interval / 2),
+            window: 20,
+            attest_every: interval * 5,
+            attest_ttl: interval * 10,
+            tolerance: Tolerance::default(),
+            evidence_dir: None,
+            advertise: None,
+        }
+    }
+}
+
+/// A provider to probe, from the caller's view.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Target {
+    pub id: NodeId,
+    pub addr: SocketAddr,
+    pub models: Vec<ModelHash>,
+    pub price: MicroTokens,
+}
+
+/// Providers to probe, asked each round.
+pub type Targets = Arc<dyn Fn() -> Vec<Target> + Send + Sync>;
+/// Other checkers (for confirmations), asked when needed.
+pub type Peers = Arc<dyn Fn() -> Vec<ProviderAddr> + Send + Sync>;
+/// Gossips an encoded attestation envelope; false if it could not be queued.
+pub type Publish = Arc<dyn Fn(Vec<u8>) -> bool + Send + Sync>;
+/// How the checker pays a provider asking `price` per answer (`None`: free sessions only).
+pub type PayFor = Arc<dyn Fn(MicroTokens) -> Option<Payment> + Send + Sync>;
+
+/// Counters a checker keeps.
+#[derive(Debug, Default)]
+pub struct CheckerStats {
+    pub probes: AtomicU64,
+    pub probes_answered: AtomicU64,
+    /// Robots' samples received, re-run, and dropped (busy, unknown model, no valid signature).
+    pub samples: AtomicU64,
+    pub samples_rerun: AtomicU64,
+    pub samples_dropped: AtomicU64,
+    /// Answers in samples whose provider signature did not verify (forged samples).
+    pub forged: AtomicU64,
+    pub confirmations_sent: AtomicU64,
+    pub confirmations_rerun: AtomicU64,
+    pub wrong_found: AtomicU64,
+    pub attestations: AtomicU64,
+}
+
+#[derive(Debug, Clone, Copy)]
+struct Probe {
+    answered: bool,
+    on_time: bool,
+    rtt_us: Option<u32>,
+    /// What the provider said it spent computing.
+    service_us: u32,
+}
+
+#[derive(Debug, Default)]
+struct Record {
+    probes: VecDeque<Probe>,
+    /// Re-executions: true where the answer was wrong.
+    checks: VecDeque<bool>,
+    evidence: Option<[u8; 32]>,
+    sent: Option<(Instant, bool, u32, Option<[u8; 32]>)>,
+    link: Option<Arc<Link>>,
+}
+
+impl Record {
+    fn attestation(
+        &self,
+        provider: NodeId,
+        at: Coordinates,
+        addr: Option<SocketAddr>,
+    ) -> Attestation {
+        let answered: Vec<&Probe> = self.probes.iter().filter(|p| p.answered).collect();
+        let wrong = self.checks.iter().filter(|w| **w).count();
+        let fastest = answered
+            .iter()
+            .filter(|p| p.rtt_us.is_some())
+            .min_by_key(|p| p.rtt_us);
+        Attestation {
+            provider,
+            checker_at: at,
+            checker_addr: addr,
+            up: self.probes.back().is_none_or(|p| p.answered),
+            probes: self.probes.len() as u32,
+            answered: answered.len() as u32,
+            on_time: answered.iter().filter(|p| p.on_time).count() as u32,
+            rtt_min_us: fastest.and_then(|p| p.rtt_us),
+            rtt_min_service_us: fastest.and_then(|p| Some(p.service_us.min(p.rtt_us?))),
+            checked: self.checks.len() as u32,
+            wrong: wrong as u32,
+            evidence: self.evidence,
+        }
+    }
+}
+
+fn push_window<T>(window: &mut VecDeque<T>, item: T, max: usize) {
+    window.push_back(item);
+    while window.len() > max.max(1) {
+        window.pop_front();
+    }
+}
+
+/// A checker.
+pub struct Checker {
+    key: Arc<NodeKey>,
+    probes: Endpoint,
+    server: Endpoint,
+    runtime: Arc<Runtime>,
+    config: CheckerConfig,
+    targets: Targets,
+    peers: Peers,
+    publish: Publish,
+    pay: Option<PayFor>,
+    records: Mutex<HashMap<NodeId, Record>>,
+    evidence: Mutex<VecDeque<SignedEvidence>>,
+    stats: CheckerStats,
+    seq: AtomicU64,
+    rerun: Arc<Semaphore>,
+}
+
+impl std::fmt::Debug for Checker {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Checker")
+            .field("id", &self.key.id())
+            .field("at", &self.config.at)
+            .finish()
+    }
+}
+
+/// The parts a checker is made of.
+#[derive(Clone)]
+pub struct CheckerParts {
+    pub key: Arc<NodeKey>,
+    /// Dials providers (an emulated endpoint shows distance on one machine).
+    pub probes: Endpoint,
+    /// Takes robots' samples (a server endpoint).
+    pub server: Endpoint,
+    /// The models this checker can re-run.
+    pub runtime: Arc<Runtime>,
+    pub targets: Targets,
+    pub peers: Peers,
+    pub publish: Publish,
+    pub pay: Option<PayFor>,
+}
+
+impl std::fmt::Debug for CheckerParts {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("CheckerParts")
+            .field("key", &self.key.id())
+            .finish_non_exhaustive()
+    }
+}
+
+impl Checker {
+    pub fn new(parts: CheckerParts, config: CheckerConfig) -> Arc<Self> {
+        Arc::new(Self {
+            key: parts.key,
+            probes: parts.probes,
+            server: parts.server,
+            runtime: parts.runtime,
+            config,
+            targets: parts.targets,
+            peers: parts.peers,
+            publish: parts.publish,
+            pay: parts.pay,
+            records: Mutex::new(HashMap::new()),
+            evidence: Mutex::new(VecDeque::new()),
+            stats: CheckerStats::default(),
+            seq: AtomicU64::new(0),
+            rerun: Arc::new(Semaphore::new(SAMPLES_IN_FLIGHT_MAX)),
+        })
+    }
+
+    pub fn id(&self) -> NodeId {
+        self.key.id()
+    }
+
+    pub fn stats(&self) -> &CheckerStats {
+        &self.stats
+    }
+
+    /// Where robots send samples.
+    pub fn sample_addr(&self) -> Option<SocketAddr> {
+        self.config
+            .advertise
+            .or_else(|| self.server.local_addr().ok())
+            .filter(|a| !a.ip().is_unspecified())
+    }
+
+    /// What this checker would attest about `provider` now.
+    pub fn attestation(&self, provider: &NodeId) -> Option<Attestation> {
+        let records = self.records.lock().ok()?;
+        let record = records.get(provider)?;
+        Some(record.attestation(*provider, self.config.at, self.sample_addr()))
+    }
+
+    /// The latest evidence of wrong answers this checker found.
+    pub fn evidence(&self) -> Vec<SignedEvidence> {
+        self.evidence
+            .lock()
+            .map(|e| e.iter().cloned().collect())
+            .unwrap_or_default()
+    }
+
+    /// Probes, takes samples and attests until the task is dropped.
+    pub async fn run(self: Arc<Self>) {
+        let server = tokio::spawn(Arc::clone(&self).serve());
+        let mut tick = tokio::time::interval(self.config.probe_every);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let _stop_server = AbortOnDrop(server);
+        loop {
+            tick.tick().await;
+            self.probe_round().await;
+            self.attest_due();
+        }
+    }
+
+    async fn probe_round(self: &Arc<Self>) {
+        let targets = (self.targets)();
+        let mut round = tokio::task::JoinSet::new();
+        for target in targets.into_iter().filter(|t| t.id != self.key.id()) {
+            let Some(model) = target
+                .models
+                .iter()
+                .copied()
+                .find(|m| self.runtime.model(m).is_some())
+            else {
+                continue;
+            };
+            let this = Arc::clone(self);
+            round.spawn(async move {
+                let timeout = this.config.probe_timeout;
+                let probe = tokio::time::timeout(timeout, this.probe(&target, model)).await;
+                let probe = probe.unwrap_or(Probe {
+                    answered: false,
+                    on_time: false,
+                    rtt_us: None,
+                    service_us: 0,
+                });
+                this.stats.probes.fetch_add(1, Ordering::Relaxed);
+                if probe.answered {
+                    this.stats.probes_answered.fetch_add(1, Ordering::Relaxed);
+                }
+                if let Ok(mut records) = this.records.lock() {
+                    if records.len() < RECORDS_MAX || records.contains_key(&target.id) {
+                        let record = records.entry(target.id).or_default();
+                        if !probe.answered {
+                            // Connect afresh next time: the old connection may be dead.
+                            if let Some(link) = record.link.take() {
+                                link.close();
+                            }
+                        }
+                        push_window(&mut record.probes, probe, this.config.window);
+                    }
+                }
+            });
+        }
+        while round.join_next().await.is_some() {}
+    }
+
+    /// One probe: a fresh random input, timed from sending to the signed answer, then re-run.
+    async fn probe(self: &Arc<Self>, target: &Target, model: ModelHash) -> Probe {
+        let failed = Probe {
+            answered: false,
+            on_time: false,
+            rtt_us: None,
+            service_us: 0,
+        };
+        let Some(link) = self.link(target, model).await else {
+            return failed;
+        };
+        let Some(inputs) = self.random_inputs(&model) else {
+            return failed;
+        };
+        let id = RequestId(next_seq(&self.seq));
+        let budget_us = u32::try_from(self.config.probe_timeout.as_micros()).unwrap_or(u32::MAX);
+        let frame = Arc::new(wire::encode(&ToProvider::Request(Request {
+            id,
+            budget_us,
+            inputs: inputs.clone(),
+        })));
+        let (tx, mut rx) = mpsc::channel(1);
+        let sent = clock::now();
+        let deadline = sent + self.config.probe_timeout;
+        if !link.send(id, &frame, tensor::hash_all(&inputs), deadline, &tx) {
+            return failed;
+        }
+        let Some((_, Outcome::Done(done), _)) = rx.recv().await else {
+            return failed;
+        };
+        let rtt = sent.elapsed();
+        let service_us = done.service_us;
+        let answer = SignedAnswer {
+            provider: target.id,
+            outputs: done.outputs,
+            signature: done.signature,
+        };
+        let sample = Sample {
+            model,
+            request: id,
+            inputs,
+            answers: vec![answer],
+        };
+        // Verified like a robot's sample (not forwarded for confirmation: the checker's own
+        // input, so a second checker would be asked to trust this one's word on it anyway).
+        let this = Arc::clone(self);
+        tokio::spawn(async move { this.check(sample, true).await });
+        Probe {
+            answered: true,
+            on_time: rtt <= self.config.probe_deadline,
+            rtt_us: Some(u32::try_from(rtt.as_micros()).unwrap_or(u32::MAX)),
+            service_us,
+        }
+    }
+
+    /// The probe session with `target`, opened (and paid for) when there is none alive.
+    async fn link(&self, target: &Target, model: ModelHash) -> Option<Arc<Link>> {
+        let alive = self
+            .records
+            .lock()
+            .ok()?
+            .get(&target.id)
+            .and_then(|r| r.link.clone())
+            .filter(|l| l.is_alive());
+        if alive.is_some() {
+            return alive;
+        }
+        let session = SessionId(next_seq(&self.seq));
+        let wallet = self
+            .pay
+            .as_ref()
+            .and_then(|pay| pay(target.price))
+            .map(|payment| Arc::new(Wallet::new(payment, session.0)));
+        let params = OpenParams {
+            key: Arc::clone(&self.key),
+            endpoint: self.probes.clone(),
+            session,
+            model,
+            seq: next_seq(&self.seq),
+            wallet,
+        };
+        // Nobody listens to the link's down reports: a failed probe is the report.
+        let (down_tx, _) = mpsc::channel(1);
+        let provider = ProviderAddr {
+            id: target.id,
+            addr: target.addr,
+        };
+        match Link::open(&params, provider, down_tx).await {
+            Ok(link) => {
+                if let Ok(mut records) = self.records.lock() {
+                    if records.len() < RECORDS_MAX || records.contains_key(&target.id) {
+                        records.entry(target.id).or_default().link = Some(Arc::clone(&link));
+                    }
+                }
+                Some(link)
+            }
+            Err(e) => {
+                debug!(provider = %target.id, error = %e, "probe session not opened");
+                None
+            }
+        }
+    }
+
+    /// Random inputs of `model`'s declared types and shapes: floats in [0, 1), integers 0 or
+    /// 1 (valid token ids, masks and segment ids alike), random bytes.
+    fn random_inputs(&self, model: &ModelHash) -> Option<Vec<Tensor>> {
+        let model = self.runtime.model(model)?;
+        model
+            .inputs()
+            .iter()
+            .map(|spec| {
+                let shape: Vec<u32> = spec.shape.iter().map(|d| d.unwrap_or(FREE_DIM)).collect();
+                let count = Tensor::element_count(&shape)?;
+                let mut random = vec![0u8; count * spec.dtype.size()];
+                getrandom::getrandom(&mut random).ok()?;
+                let data = match spec.dtype {
+                    DType::F32 => random
+                        .chunks_exact(4)
+                        .flat_map(|c| {
+                            let bits = u32::from_le_bytes([c[0], c[1], c[2], c[3]]);
+                            ((bits >> 8) as f32 / (1u32 << 24) as f32).to_le_bytes()
+                        })
+                        .collect(),
+                    DType::I64 => random
+                        .chunks_exact(8)
+                        .flat_map(|c| i64::from(c[0] & 1).to_le_bytes())
+                        .collect(),
+                    DType::U8 => random,
+                };
+                Some(Tensor {
+                    dtype: spec.dtype,
+                    shape,
+                    data,
+                })
+            })
+            .collect()
+    }
+
+    /// Takes samples on the server endpoint.
+    async fn serve(self: Arc<Self>) {
+        while let Some(incoming) = self.server.accept().await {
+            let this = Arc::clone(&self);
+            tokio::spawn(async move {
+                let Ok(connection) = Connection::accept(incoming).await else {
+                    return;
+                };
+                while let Ok((_, mut reader)) = connection.accept_stream().await {
+                    let this = Arc::clone(&this);
+                    tokio::spawn(async move {
+                        loop {
+                            let frame = match reader.next().await {
+                                Ok(Some(frame)) => frame,
+                                Ok(None) | Err(_) => return,
+                            };
+                            match ToChecker::decode(frame) {
+                                Ok(ToChecker::Sample(sample)) => {
+                                    this.stats.samples.fetch_add(1, Ordering::Relaxed);
+                                    this.take(sample, false);
+                                }
+                                Ok(ToChecker::Confirm(sample)) => this.take(sample, true),
+                                Err(e) => {
+                                    warn!(error = %e, "undecodable sample: dropping the stream");
+                                    return;
+                                }
+                            }
+                        }
+                    });
+                }
+            });
+        }
+    }
+
+    /// Re-runs `sample` in the background unless enough re-runs are in flight already.
+    fn take(self: &Arc<Self>, sample: Sample, confirming: bool) {
+        let Ok(permit) = Arc::clone(&self.rerun).try_acquire_owned() else {
+            self.stats.samples_dropped.fetch_add(1, Ordering::Relaxed);
+            return;
+        };
+        let this = Arc::clone(self);
+        tokio::spawn(async move {
+            let _permit = permit;
+            if confirming {
+                this.stats
+                    .confirmations_rerun
+                    .fetch_add(1, Ordering::Relaxed);
+            } else {
+                this.stats.samples_rerun.fetch_add(1, Ordering::Relaxed);
+            }
+            if !this.check(sample.clone(), confirming).await.is_empty() && !confirming {
+                this.confirm(sample).await;
+            }
+            this.attest_due();
+        });
+    }
+
+    /// Re-runs the sample and compares every answer whose signature verifies; returns the
+    /// providers found wrong.
+    async fn check(self: &Arc<Self>, sample: Sample, quiet: bool) -> Vec<NodeId> {
+        let valid: Vec<&SignedAnswer> = sample
+            .answers
+            .iter()
+            .filter(|a| {
+                let ok = a
+                    .verify(sample.request, &sample.inputs, sample.model)
+                    .is_ok();
+                if !ok {
+                    self.stats.forged.fetch_add(1, Ordering::Relaxed);
+                }
+                ok
+            })
+            .collect();
+        if valid.is_empty() || self.runtime.model(&sample.model).is_none() {
+            self.stats.samples_dropped.fetch_add(1, Ordering::Relaxed);
+            return Vec::new();
+        }
+        let deadline = clock::now() + Duration::from_secs(10);
+        let expected = match self
+            .runtime
+            .infer(&sample.model, sample.inputs.clone(), deadline)
+            .await
+        {
+            Ok(outputs) => outputs,
+            Err(e) => {
+                debug!(error = %e, "re-run failed");
+                self.stats.samples_dropped.fetch_add(1, Ordering::Relaxed);
+                return Vec::new();
+            }
+        };
+        let mut wrong = Vec::new();
+        for answer in valid {
+            let verdict =
+                ganglion_verify::compare(&expected, &answer.outputs, self.config.tolerance);
+            let hash = match &verdict {
+                Ok(()) => None,
+                Err(found) => {
+                    self.stats.wrong_found.fetch_add(1, Ordering::Relaxed);
+                    if !quiet {
+                        info!(provider = %answer.provider, %found, "wrong answer");
+                    }
+                    wrong.push(answer.provider);
+                    Some(self.keep_evidence(&sample, answer, expected.clone(), found.clone()))
+                }
+            };
+            if let Ok(mut records) = self.records.lock() {
+                if records.len() < RECORDS_MAX || records.contains_key(&answer.provider) {
+                    let record = records.entry(answer.provider).or_default();
+                    push_window(&mut record.checks, hash.is_some(), self.config.window);
+                    if hash.is_some() {
+                        record.evidence = hash;
+                    }
+                }
+            }
+        }
+        wrong
+    }
+
+    fn keep_evidence(
+        &self,
+        sample: &Sample,
+        answer: &SignedAnswer,
+        expected: Vec<Tensor>,
+        found: String,
+    ) -> [u8; 32] {
+        let evidence = SignedEvidence::sign(
+            &self.key,
+            Evidence {
+                model: sample.model,
+                request: sample.request,
+                inputs: sample.inputs.clone(),
+                answer: answer.clone(),
+                expected,
+                tolerance: self.config.tolerance,
+                found,
+                checker: self.key.id(),
+                at_ms: clock::unix_ms(),
+            },
+        );
+        let hash = evidence.hash();
+        if let Some(dir) = &self.config.evidence_dir {
+            let path = dir.join(format!("{}.evidence", hex(&hash)));
+            if let Err(e) = std::fs::write(&path, evidence.to_bytes()) {
+                warn!(path = %path.display(), error = %e, "cannot write evidence");
+            }
+        }
+        if let Ok(mut kept) = self.evidence.lock() {
+            push_window(&mut kept, evidence, EVIDENCE_KEPT);
+        }
+        hash
+    }
+
+    /// Sends a sample with a wrong answer to one other checker to re-run.
+    async fn confirm(&self, sample: Sample) {
+        let me = self.key.id();
+        let peers: Vec<ProviderAddr> = (self.peers)().into_iter().filter(|p| p.id != me).collect();
+        for peer in peers {
+            let Ok(connection) = self.probes.connect(peer.addr, peer.id).await else {
+                continue;
+            };
+            let Ok((mut writer, _)) = connection.open_stream().await else {
+                continue;
+            };
+            if writer
+                .send(&ToChecker::Confirm(sample.clone()))
+                .await
+                .is_ok()
+            {
+                let _ = writer.get_mut().finish();
+                let _ =
+                    tokio::time::timeout(Duration::from_secs(2), writer.get_mut().stopped()).await;
+                self.stats
+                    .confirmations_sent
+                    .fetch_add(1, Ordering::Relaxed);
+                return;
+            }
+        }
+        warn!("no other checker could confirm a wrong answer");
+    }
+
+    /// Attests every provider whose record changed, or was last attested long enough ago.
+    fn attest_due(&self) {
+        let now = clock::now();
+        let addr = self.sample_addr();
+        let mut due = Vec::new();
+        if let Ok(mut records) = self.records.lock() {
+            for (provider, record) in records.iter_mut() {
+                let a = record.attestation(*provider, self.config.at, addr);
+                let changed = record.sent.is_none_or(|(at, up, wrong, evidence)| {
+                    up != a.up
+                        || wrong != a.wrong
+                        || evidence != a.evidence
+                        || now.saturating_duration_since(at) >= self.config.attest_every
+                });
+                if changed && a.probes + a.checked > 0 {
+                    record.sent = Some((now, a.up, a.wrong, a.evidence));
+                    due.push(a);
+                }
+            }
+        }
+        let ttl = u64::try_from(self.config.attest_ttl.as_millis()).unwrap_or(u64::MAX);
+        for attestation in due {
+            let envelope = Envelope::seal(
+                &self.key,
+                next_seq(&self.seq),
+                clock::unix_ms().saturating_add(ttl),
+                &attestation,
+            );
+            if (self.publish)(envelope.to_bytes()) {
+                self.stats.attestations.fetch_add(1, Ordering::Relaxed);
+            }
+        }
+    }
+}
+
+struct AbortOnDrop(tokio::task::JoinHandle<()>);
+
+impl Drop for AbortOnDrop {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
+}
+
+/// Strictly increasing numbers from the clock in µs (sequence numbers, ids).
+fn next_seq(seq: &AtomicU64) -> u64 {
+    let now = clock::unix_ms().saturating_mul(1000);
+    let previous = seq
+        .fetch_update(Ordering::AcqRel, Ordering::Acquire, |s| {
+            Some(s.max(now).saturating_add(1))
+        })
+        .unwrap_or(now);
+    previous.max(now).saturating_add(1)
+}
+
+/// Lower-case hex.
+pub fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+/// Re-checks evidence as a third party would: both signatures, then the model run here on the
+/// evidence's inputs, compared with the provider's outputs within the evidence's tolerance.
+/// `Ok(description)` when the provider's answer is indeed wrong.
+pub async fn recheck(evidence: &SignedEvidence, runtime: &Runtime) -> Result<String, String> {
+    evidence.verify()?;
+    let e = &evidence.evidence;
+    if runtime.model(&e.model).is_none() {
+        return Err(format!(
+            "model {} is not loaded here: cannot re-run it",
+            e.model
+        ));
+    }
+    let deadline = clock::now() + Duration::from_secs(30);
+    let outputs = runtime
+        .infer(&e.model, e.inputs.clone(), deadline)
+        .await
+        .map_err(|err| format!("the model did not run on the evidence's inputs: {err}"))?;
+    match ganglion_verify::compare(&outputs, &e.answer.outputs, e.tolerance) {
+        Err(found) => Ok(found),
+        Ok(()) => {
+            Err("the provider's answer matches this machine's run: the evidence is false".into())
+        }
+    }
+}
