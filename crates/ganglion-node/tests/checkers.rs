@@ -433,9 +433,10 @@ async fn checkers_catch_wrong_answers_false_locations_and_dead_providers() {
     );
     assert!(died.elapsed() <= 3 * INTERVAL);
 
-    // The honest provider behind a jittery link was never flagged.
+    // The honest provider behind a jittery link was never flagged (a checker may find it slow
+    // on a loaded machine: `Suspect`, which alone excludes nobody).
     let v = view.lock().unwrap().verdict(&jittery.id).unwrap();
-    assert_eq!(v.location, Location::Consistent, "{v:?}");
+    assert!(!matches!(v.location, Location::False { .. }), "{v:?}");
     assert!(!v.excluded && !v.down && !v.wrong_results, "{v:?}");
 
     cb.task.abort();
