@@ -43,6 +43,9 @@ pub enum DownReason {
     Failing,
     /// Its heartbeats stopped: it left the robot's view of the control plane.
     Silent,
+    /// Checkers of the network flagged it (wrong results, a false location, down): the
+    /// robot's reputation excludes it.
+    Excluded,
 }
 
 impl std::fmt::Display for DownReason {
@@ -53,6 +56,7 @@ impl std::fmt::Display for DownReason {
             Self::Stalled => "stalled (missed deadlines)",
             Self::Failing => "failing (repeated errors)",
             Self::Silent => "silent (its heartbeats stopped)",
+            Self::Excluded => "excluded by the checkers' attestations",
         })
     }
 }

@@ -446,6 +446,13 @@ impl Session {
     /// control plane), as from one that disconnected: the standby is promoted at once and the
     /// provider's link closed. Providers not in the session are ignored.
     pub fn provider_silent(&self, id: NodeId) {
+        self.drop_provider(id, DownReason::Silent);
+    }
+
+    /// Fails over from a provider for `reason` (its heartbeats stopped, or the network's
+    /// reputation excludes it), as from one that disconnected: the standby is promoted at once
+    /// and the provider's link closed. Providers not in the session are ignored.
+    pub fn drop_provider(&self, id: NodeId, reason: DownReason) {
         let link = self
             .inner
             .links()
@@ -453,7 +460,7 @@ impl Session {
             .chain(self.inner.standby())
             .find(|l| l.provider().id == id);
         if let Some(link) = link {
-            self.inner.replace(id, DownReason::Silent);
+            self.inner.replace(id, reason);
             link.close();
         }
     }

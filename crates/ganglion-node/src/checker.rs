@@ -69,6 +69,10 @@ pub struct CheckerConfig {
     pub evidence_dir: Option<PathBuf>,
     /// The sample address attestations name (the server endpoint's own when `None`).
     pub advertise: Option<SocketAddr>,
+    /// Whether attestations carry round trips (proofs of location). Off only where distance
+    /// is not physical: nodes that say they are in different cities on one machine, without
+    /// an emulation of the distance between them.
+    pub prove_location: bool,
 }
 
 impl CheckerConfig {
@@ -86,6 +90,7 @@ impl CheckerConfig {
             tolerance: Tolerance::default(),
             evidence_dir: None,
             advertise: None,
+            prove_location: true,
         }
     }
 }
@@ -194,6 +199,8 @@ pub struct Checker {
     pay: Option<PayFor>,
     records: Mutex<HashMap<NodeId, Record>>,
     evidence: Mutex<VecDeque<SignedEvidence>>,
+    /// The wallets of the probe sessions (what this checker signed to each provider).
+    wallets: Mutex<Vec<Arc<Wallet>>>,
     stats: CheckerStats,
     seq: AtomicU64,
     rerun: Arc<Semaphore>,
@@ -246,6 +253,7 @@ impl Checker {
             pay: parts.pay,
             records: Mutex::new(HashMap::new()),
             evidence: Mutex::new(VecDeque::new()),
+            wallets: Mutex::new(Vec::new()),
             stats: CheckerStats::default(),
             seq: AtomicU64::new(0),
             rerun: Arc::new(Semaphore::new(SAMPLES_IN_FLIGHT_MAX)),
@@ -272,7 +280,28 @@ impl Checker {
     pub fn attestation(&self, provider: &NodeId) -> Option<Attestation> {
         let records = self.records.lock().ok()?;
         let record = records.get(provider)?;
-        Some(record.attestation(*provider, self.config.at, self.sample_addr()))
+        Some(self.attest_of(*provider, record))
+    }
+
+    fn attest_of(&self, provider: NodeId, record: &Record) -> Attestation {
+        let mut a = record.attestation(provider, self.config.at, self.sample_addr());
+        if !self.config.prove_location {
+            a.rtt_min_us = None;
+            a.rtt_min_service_us = None;
+        }
+        a
+    }
+
+    /// What this checker's probe sessions signed to each provider, all sessions together.
+    pub fn paid(&self) -> HashMap<NodeId, MicroTokens> {
+        let mut out: HashMap<NodeId, MicroTokens> = HashMap::new();
+        for wallet in self.wallets.lock().map(|w| w.clone()).unwrap_or_default() {
+            for (id, amount) in wallet.paid() {
+                let total = out.entry(id).or_insert(MicroTokens(0));
+                *total = total.checked_add(amount).unwrap_or(*total);
+            }
+        }
+        out
     }
 
     /// The latest evidence of wrong answers this checker found.
@@ -412,6 +441,13 @@ impl Checker {
             .as_ref()
             .and_then(|pay| pay(target.price))
             .map(|payment| Arc::new(Wallet::new(payment, session.0)));
+        if let (Some(wallet), Ok(mut wallets)) = (&wallet, self.wallets.lock()) {
+            // Bounded: the oldest sessions' totals are what they were when they ended, and a
+            // checker reopens a session only when the last one died.
+            if wallets.len() < RECORDS_MAX {
+                wallets.push(Arc::clone(wallet));
+            }
+        }
         let params = OpenParams {
             key: Arc::clone(&self.key),
             endpoint: self.probes.clone(),
@@ -660,11 +696,10 @@ impl Checker {
     /// Attests every provider whose record changed, or was last attested long enough ago.
     fn attest_due(&self) {
         let now = clock::now();
-        let addr = self.sample_addr();
         let mut due = Vec::new();
         if let Ok(mut records) = self.records.lock() {
             for (provider, record) in records.iter_mut() {
-                let a = record.attestation(*provider, self.config.at, addr);
+                let a = self.attest_of(*provider, record);
                 let changed = record.sent.is_none_or(|(at, up, wrong, evidence)| {
                     up != a.up
                         || wrong != a.wrong

@@ -414,6 +414,11 @@ impl<S: Service> Shared<S> {
             Ok(_) => {
                 self.stats.vouchers.fetch_add(1, Ordering::Relaxed);
             }
+            // The voucher already kept, sent again (a robot settling with a provider it left
+            // re-sends its latest): nothing to refuse.
+            Err(ganglion_settle::LedgerError::NotIncreasing { got, held }) if got == held => {
+                debug!(robot = %p.robot, session = p.session, "voucher already held");
+            }
             Err(e) => {
                 self.stats.vouchers_refused.fetch_add(1, Ordering::Relaxed);
                 warn!(robot = %p.robot, session = p.session, error = %e, "voucher refused");

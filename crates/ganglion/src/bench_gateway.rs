@@ -147,6 +147,7 @@ pub fn gateway(samples: usize, concurrency: usize, load_s: f64) -> anyhow::Resul
             heartbeat: devnet::HEARTBEAT,
             gpus: gpus.clone(),
             domain,
+            wrong: 0.0,
         })?);
     }
     let bootstrap: Vec<_> = providers

@@ -254,8 +254,8 @@ pub fn addrs(placed: &Placed) -> Vec<ganglion_client::ProviderAddr> {
 /// Keeps a session's spares fresh from the node's view every `every`: providers that left the
 /// view stop being spares, new ones the market would place next become spares, and a session
 /// short of providers connects to the first at once. An active provider or the standby that
-/// left the view (its heartbeats stopped) is failed over from. Runs until the session is
-/// dropped.
+/// left the view (its heartbeats stopped), or that the view's reputation excludes (checkers
+/// flagged it), is failed over from. Runs until the session is dropped.
 pub fn keep_spares(
     node_view: Arc<std::sync::Mutex<ganglion_control::View>>,
     session: std::sync::Weak<ganglion_client::Session>,
@@ -274,7 +274,7 @@ pub fn keep_spares(
             let mut active = status.active;
             active.extend(status.standby);
             let one = Want { k: 1, ..want };
-            let (spares, silent) = match node_view.lock() {
+            let (spares, silent, excluded) = match node_view.lock() {
                 Ok(view) => (
                     view.place(&one.ask(&active), &params, SPARES - 1),
                     // An empty view is this node's own trouble (cut off from the control
@@ -284,12 +284,21 @@ pub fn keep_spares(
                         .filter(|id| !view.is_empty() && view.provider(id).is_none())
                         .copied()
                         .collect::<Vec<_>>(),
+                    active
+                        .iter()
+                        .filter(|id| view.verdict(id).is_some_and(|v| v.excluded))
+                        .copied()
+                        .collect::<Vec<_>>(),
                 ),
                 Err(_) => return,
             };
             // A provider whose heartbeats stopped has left the view: fail over from it too.
             for id in silent {
                 session.provider_silent(id);
+            }
+            // And from one the checkers flagged.
+            for id in excluded {
+                session.drop_provider(id, ganglion_client::health::DownReason::Excluded);
             }
             let spares = match spares {
                 Ok(p) => addrs(&p),

@@ -16,7 +16,7 @@ use anyhow::{bail, Context};
 use ganglion_client::{ProviderAddr, Session, SessionConfig};
 use ganglion_control::SwarmConfig;
 use ganglion_net::{Endpoint, TransportConfig};
-use ganglion_node::{Provider, RuntimeService};
+use ganglion_node::{Misbehaving, Provider, RuntimeService};
 use ganglion_runtime::{Runtime, RuntimeConfig};
 use ganglion_types::control::Offer;
 use ganglion_types::{MicroTokens, NodeId, NodeKey};
@@ -83,7 +83,27 @@ pub struct Args {
     /// that distance shows on one machine).
     #[arg(long)]
     no_distance: bool,
+    /// Checkers to start (0: none). Checker i sits in provider i's city, probes every provider
+    /// each heartbeat interval, re-runs what robots sample, and gossips attestations that every
+    /// node folds into its reputation.
+    #[arg(long, default_value_t = 2)]
+    checkers: usize,
+    /// Robots forward one request in this many (with every provider's signed answer) to a
+    /// checker to re-run (0: none).
+    #[arg(long, default_value_t = ganglion_verify::sample::EVERY_DEFAULT)]
+    sample_every: u32,
+    /// Make provider 1 answer wrong on this fraction of its requests (0 to 1), to watch the
+    /// checkers catch it and the robots move off it.
+    #[arg(long, default_value_t = 0.0)]
+    misbehave_wrong: f64,
+    /// Write the checkers' evidence of wrong answers here (`ganglion checker --recheck FILE`
+    /// re-checks one).
+    #[arg(long)]
+    evidence: Option<PathBuf>,
 }
+
+/// Most checkers one devnet runs.
+pub const CHECKERS_MAX: usize = 16;
 
 impl Args {
     fn hedging(&self) -> ganglion_client::Hedging {
@@ -113,6 +133,15 @@ impl Args {
         if self.kill_after_s.is_some_and(|k| k.is_nan() || k < 0.0) {
             bail!("--kill-after-s must be 0 or more");
         }
+        if self.checkers > CHECKERS_MAX {
+            bail!("--checkers must be 0 to {CHECKERS_MAX}");
+        }
+        if !(0.0..=1.0).contains(&self.misbehave_wrong) {
+            bail!("--misbehave-wrong must be a fraction, 0 to 1");
+        }
+        if self.misbehave_wrong > 0.0 && self.providers < 2 {
+            bail!("--misbehave-wrong makes provider 1 misbehave: it needs --providers 2 or more");
+        }
         Ok(())
     }
 }
@@ -140,6 +169,8 @@ pub struct ProviderPlan {
     pub heartbeat: Duration,
     pub gpus: ganglion_runtime::accel::Gpus,
     pub domain: ganglion_settle::Domain,
+    /// Fraction of its answers it makes wrong on purpose (0: an honest provider).
+    pub wrong: f64,
 }
 
 /// Heartbeat interval of devnet nodes: a killed provider leaves every view within three.
@@ -184,7 +215,10 @@ pub fn start_provider(plan: ProviderPlan) -> anyhow::Result<ProviderProc> {
                     ..RuntimeConfig::default()
                 },
             ));
-            let service = RuntimeService(Arc::clone(&runtime));
+            let service = Misbehaving {
+                inner: RuntimeService(Arc::clone(&runtime)),
+                wrong: plan.wrong,
+            };
             let started = tokio.block_on(async {
                 let provider = Provider::bind(
                     Arc::clone(&key),
@@ -273,10 +307,11 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         args.model,
         model.short()
     ));
-    // Sessions each provider takes: enough for every robot's k, spread over providers, and
-    // one more so that a failover finds room.
-    let slots = u32::try_from((args.robots * args.redundancy).div_ceil(args.providers) + 1)
-        .unwrap_or(u32::MAX);
+    // Sessions each provider takes: enough for every robot's k, spread over providers, one
+    // more so that a failover finds room, and one per checker (its probes are a session).
+    let slots =
+        u32::try_from((args.robots * args.redundancy).div_ceil(args.providers) + 1 + args.checkers)
+            .unwrap_or(u32::MAX);
     let gpus = ganglion_runtime::accel::Gpus::detect();
     let domain = crate::pay::devnet_domain()?;
     let mut providers: Vec<ProviderProc> = Vec::with_capacity(args.providers);
@@ -296,16 +331,33 @@ pub fn run(args: Args) -> anyhow::Result<()> {
             heartbeat: HEARTBEAT,
             gpus: gpus.clone(),
             domain,
+            wrong: if index == 1 {
+                args.misbehave_wrong
+            } else {
+                0.0
+            },
         })?);
     }
     for (i, p) in providers.iter().enumerate() {
+        let cheat = if i == 1 && args.misbehave_wrong > 0.0 {
+            format!(
+                " (MISBEHAVING: wrong on {:.0}% of its answers)",
+                args.misbehave_wrong * 100.0
+            )
+        } else {
+            String::new()
+        };
         say(format!(
-            "  provider {} in {} on {}, asking {} per answer",
+            "  provider {} in {} on {}, asking {} per answer{cheat}",
             p.addr.id,
             crate::market::provider_city(i),
             p.addr.addr,
             MicroTokens(crate::market::provider_price(i))
         ));
+    }
+    if let Some(dir) = &args.evidence {
+        std::fs::create_dir_all(dir)
+            .with_context(|| format!("cannot make the evidence folder {}", dir.display()))?;
     }
     let bootstrap: Vec<libp2p::Multiaddr> = providers
         .iter()
@@ -324,10 +376,14 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         .enable_all()
         .build()?;
     let tally = Arc::new(Tally::default());
-    let (sessions, killed, took) = tokio.block_on(async {
+    let (sessions, killed, took, checked) = tokio.block_on(async {
         let mut sessions = Vec::new();
         let mut nodes = Vec::new();
         let mut keepers = Vec::new();
+        let mut checkers = Vec::new();
+        for c in 0..args.checkers {
+            checkers.push(start_checker(&args, c, &bootstrap, &addrs, domain, &say)?);
+        }
         for r in 0..args.robots {
             // Each robot joins the network, waits to hear the providers' offers, and places its
             // session from its own view through the market.
@@ -355,40 +411,7 @@ pub fn run(args: Args) -> anyhow::Result<()> {
                 .with_context(|| format!("no placement for the robot in {site}"))?;
             let heard = node.with_view(|v| v.len());
             let candidates = crate::control::addrs(&placed);
-            let endpoint = if args.no_distance {
-                Endpoint::client(
-                    Arc::clone(&key),
-                    SocketAddr::from(([127, 0, 0, 1], 0)),
-                    TransportConfig::default(),
-                )?
-            } else {
-                // EMULATED distance: each provider's round trip grows by what light in fiber
-                // (with the market's route inflation) needs between the two cities.
-                let links = ganglion_net::emulate::Links::new();
-                for (i, p) in addrs.iter().enumerate() {
-                    let km = at.distance_km(&crate::market::provider_at(i)?);
-                    let params = ganglion_market::place::PlaceParams::default();
-                    let fiber_us = 2.0
-                        * ganglion_types::geo::FIBER_ONE_WAY_US_PER_KM
-                        * km
-                        * params.route_inflation;
-                    links.set(
-                        p.addr,
-                        ganglion_net::emulate::Link {
-                            delay: Duration::from_secs_f64(fiber_us / 1e6),
-                            jitter: Duration::ZERO,
-                            loss: 0.0,
-                        },
-                    );
-                }
-                Endpoint::client_emulated(
-                    Arc::clone(&key),
-                    SocketAddr::from(([127, 0, 0, 1], 0)),
-                    TransportConfig::default(),
-                    links,
-                )?
-                .0
-            };
+            let endpoint = endpoint_at(&key, at, &addrs, args.no_distance)?;
             let config = SessionConfig {
                 model,
                 redundancy: args.redundancy,
@@ -401,7 +424,14 @@ pub fn run(args: Args) -> anyhow::Result<()> {
                     ROBOT_BUDGET,
                 )?),
             };
-            let session = Arc::new(Session::open(key, endpoint, config, candidates).await?);
+            let session = Arc::new(Session::open(key, endpoint.clone(), config, candidates).await?);
+            if args.checkers > 0 && args.sample_every > 0 {
+                let (sink, _) = ganglion_client::checkers::spawn_forwarder(
+                    endpoint,
+                    crate::checker::checkers(node.view()),
+                );
+                session.sample_to(sink, args.sample_every);
+            }
             // Where the session landed: a provider whose slots filled since its last heartbeat
             // refuses, and the robot takes its next candidate.
             let on: Vec<String> = session
@@ -509,6 +539,15 @@ pub fn run(args: Args) -> anyhow::Result<()> {
             p.abort();
         }
         let killed = killer.await?;
+        // The checkers stop probing (their last vouchers still go out), and what robot 0's
+        // node thinks of every provider is the reputation the report shows.
+        for c in &checkers {
+            c.task.abort();
+        }
+        let reputation = nodes
+            .first()
+            .map(|n: &ganglion_control::Node| reputation_lines(n, &addrs))
+            .unwrap_or_default();
         for session in &sessions {
             session.settle(Duration::from_secs(1)).await;
         }
@@ -516,8 +555,11 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         // providers' ledgers to hold what the robots signed (a killed provider's never will).
         let settled = Instant::now();
         while settled.elapsed() < SETTLE_WAIT {
-            let signed =
+            let mut signed =
                 signed_by_provider(&sessions.iter().map(|s| s.status()).collect::<Vec<_>>());
+            for (id, amount) in checker_paid(&checkers) {
+                *signed.entry(id).or_default() += amount;
+            }
             let held = held_by_provider(&ledgers);
             let live_agree = alive
                 .iter()
@@ -537,10 +579,20 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         for node in nodes {
             node.stop().await;
         }
-        anyhow::Ok((sessions, killed, took))
+        let checked = Checked {
+            lines: checkers.iter().map(checker_line).collect(),
+            paid: checker_paid(&checkers),
+            reputation,
+        };
+        for c in checkers {
+            c.node.stop().await;
+        }
+        anyhow::Ok((sessions, killed, took, checked))
     })?;
 
-    let report = build_report(&args, &addrs, &sessions, &tally, killed, took, &ledgers);
+    let report = build_report(
+        &args, &addrs, &sessions, &tally, killed, took, &ledgers, checked,
+    );
     for p in &mut providers {
         if let Some(kill) = p.kill.take() {
             let _ = kill.send(());
@@ -554,6 +606,182 @@ pub fn run(args: Args) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// A devnet checker: its daemon, the task running it, its control-plane node, its city.
+struct DevChecker {
+    checker: Arc<ganglion_node::Checker>,
+    task: tokio::task::JoinHandle<()>,
+    node: ganglion_control::Node,
+    city: &'static str,
+}
+
+/// What the checkers did and what the network concluded.
+struct Checked {
+    lines: Vec<crate::report::CheckerLine>,
+    paid: BTreeMap<NodeId, u64>,
+    reputation: Vec<crate::report::ReputationLine>,
+}
+
+/// Most a devnet checker pays one provider for its probes, micro-tokens.
+const CHECKER_BUDGET: MicroTokens = MicroTokens(10_000_000);
+
+/// An endpoint at `at` whose datagrams to each provider wait for the fiber round trip between
+/// the cities (an EMULATION), or a plain one with `no_distance`.
+fn endpoint_at(
+    key: &Arc<NodeKey>,
+    at: ganglion_types::Coordinates,
+    addrs: &[ProviderAddr],
+    no_distance: bool,
+) -> anyhow::Result<Endpoint> {
+    let local = SocketAddr::from(([127, 0, 0, 1], 0));
+    if no_distance {
+        return Ok(Endpoint::client(
+            Arc::clone(key),
+            local,
+            TransportConfig::default(),
+        )?);
+    }
+    // EMULATED distance: each provider's round trip grows by what light in fiber (with the
+    // market's route inflation) needs between the two cities.
+    let links = ganglion_net::emulate::Links::new();
+    let params = ganglion_market::place::PlaceParams::default();
+    for (i, p) in addrs.iter().enumerate() {
+        let km = at.distance_km(&crate::market::provider_at(i)?);
+        let fiber_us =
+            2.0 * ganglion_types::geo::FIBER_ONE_WAY_US_PER_KM * km * params.route_inflation;
+        links.set(
+            p.addr,
+            ganglion_net::emulate::Link {
+                delay: Duration::from_secs_f64(fiber_us / 1e6),
+                jitter: Duration::ZERO,
+                loss: 0.0,
+            },
+        );
+    }
+    Ok(Endpoint::client_emulated(Arc::clone(key), local, TransportConfig::default(), links)?.0)
+}
+
+/// Starts checker `c` in provider `c`'s city, on the devnet's runtime.
+fn start_checker(
+    args: &Args,
+    c: usize,
+    bootstrap: &[libp2p::Multiaddr],
+    addrs: &[ProviderAddr],
+    domain: ganglion_settle::Domain,
+    say: &impl Fn(String),
+) -> anyhow::Result<DevChecker> {
+    let key = nodes::fresh_key();
+    let node = ganglion_control::swarm::spawn(
+        &key,
+        SwarmConfig::with_heartbeat(bootstrap.to_vec(), HEARTBEAT),
+        None,
+    )?;
+    let index = c % args.providers;
+    let at = crate::market::provider_at(index)?;
+    let city = crate::market::provider_city(index);
+    let runtime = Arc::new(Runtime::new(
+        vec![nodes::load_model(&args.model)?],
+        RuntimeConfig {
+            workers: 1,
+            ..RuntimeConfig::default()
+        },
+    ));
+    let probes = endpoint_at(&key, at, addrs, args.no_distance)?;
+    let config = ganglion_node::CheckerConfig {
+        evidence_dir: args.evidence.clone(),
+        // On one machine without emulated distance, every city is 0 km from every other:
+        // round trips would "prove" honest providers false.
+        prove_location: !args.no_distance,
+        ..ganglion_node::CheckerConfig::with_interval(at, HEARTBEAT)
+    };
+    let pay_key = Arc::clone(&key);
+    let pay: ganglion_node::checker::PayFor =
+        Arc::new(move |price| crate::pay::payment(&pay_key, domain, price, CHECKER_BUDGET).ok());
+    let (checker, task) = crate::checker::start(
+        &node,
+        crate::checker::Plan {
+            key,
+            runtime,
+            listen: SocketAddr::from(([127, 0, 0, 1], 0)),
+            probes: Some(probes),
+            config,
+            pay: Some(pay),
+        },
+    )?;
+    say(format!(
+        "  checker {} in {city}, taking samples on {}{}",
+        checker.id(),
+        checker
+            .sample_addr()
+            .map_or_else(|| "-".to_owned(), |a| a.to_string()),
+        if args.no_distance {
+            " (no location proofs: --no-distance)"
+        } else {
+            ""
+        }
+    ));
+    Ok(DevChecker {
+        checker,
+        task,
+        node,
+        city,
+    })
+}
+
+/// What the checkers signed to each provider for their probes.
+fn checker_paid(checkers: &[DevChecker]) -> BTreeMap<NodeId, u64> {
+    let mut out = BTreeMap::new();
+    for c in checkers {
+        for (id, amount) in c.checker.paid() {
+            *out.entry(id).or_default() += amount.0;
+        }
+    }
+    out
+}
+
+fn checker_line(c: &DevChecker) -> crate::report::CheckerLine {
+    let s = c.checker.stats();
+    let load = |a: &std::sync::atomic::AtomicU64| a.load(Ordering::Relaxed);
+    crate::report::CheckerLine {
+        id: c.checker.id().to_string(),
+        city: c.city.to_owned(),
+        probes: load(&s.probes),
+        probes_answered: load(&s.probes_answered),
+        samples: load(&s.samples),
+        samples_rerun: load(&s.samples_rerun),
+        confirmations: load(&s.confirmations_rerun),
+        wrong_found: load(&s.wrong_found),
+        attestations: load(&s.attestations),
+    }
+}
+
+/// What `node`'s view concludes about each provider.
+fn reputation_lines(
+    node: &ganglion_control::Node,
+    addrs: &[ProviderAddr],
+) -> Vec<crate::report::ReputationLine> {
+    node.with_view(|view| {
+        addrs
+            .iter()
+            .filter_map(|p| {
+                let v = view.verdict(&p.id)?;
+                Some(crate::report::ReputationLine {
+                    id: p.id.to_string(),
+                    checkers: v.checkers,
+                    down: v.down,
+                    uptime: v.uptime,
+                    on_time: v.on_time,
+                    correct: v.correct,
+                    score: v.score,
+                    location: crate::checker::location_text(v.location),
+                    wrong_results: v.wrong_results,
+                    excluded: v.excluded,
+                })
+            })
+            .collect()
+    })
+}
+
+#[allow(clippy::too_many_arguments)]
 fn build_report(
     args: &Args,
     addrs: &[ProviderAddr],
@@ -562,9 +790,14 @@ fn build_report(
     killed: Option<NodeId>,
     took: Duration,
     ledgers: &[(NodeId, Ledgers)],
+    checked: Checked,
 ) -> Report {
     let statuses: Vec<_> = sessions.iter().map(|s| s.status()).collect();
-    let signed = signed_by_provider(&statuses);
+    let mut signed = signed_by_provider(&statuses);
+    let robots_spent: u64 = statuses.iter().map(|s| s.spent.0).sum();
+    for (id, amount) in &checked.paid {
+        *signed.entry(*id).or_default() += amount;
+    }
     let held = held_by_provider(ledgers);
     Report {
         model: args.model.clone(),
@@ -595,8 +828,12 @@ fn build_report(
         provider_service_ms: tally.service(),
         providers: provider_lines(addrs, tally, killed, &signed, &held),
         errors: tally.errors(),
-        spent_micro: statuses.iter().map(|s| s.spent.0).sum(),
+        spent_micro: robots_spent,
         vouchers_held_micro: Some(held.values().sum()),
+        checkers_spent_micro: checked.paid.values().sum(),
+        sampled: sessions.iter().map(|s| s.sampled()).sum(),
+        checkers: checked.lines,
+        reputation: checked.reputation,
     }
 }
 

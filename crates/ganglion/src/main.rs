@@ -8,6 +8,7 @@ mod bench_gateway;
 mod bench_ingest;
 mod bench_propagation;
 mod chaos;
+mod checker;
 mod control;
 mod devnet;
 mod gateway;
@@ -53,6 +54,11 @@ enum Command {
     /// UDP link emulator), then a table of lost and late requests, p99 against steady state,
     /// time to restore redundancy, hedging load and the books.
     Chaos(chaos::Args),
+    /// Check providers: probe each one the network offers (a real inference on a random
+    /// input: liveness, deadline hits, and a round trip that proves how far it can be), re-run
+    /// what robots sample, keep signed evidence of wrong answers, and gossip attestations that
+    /// every node folds into its reputation. `--recheck FILE` re-checks evidence.
+    Checker(checker::Args),
     /// Serve the network over HTTP: an inference API, OpenAI-compatible endpoints for agents
     /// (models, embeddings), Prometheus metrics and a live dashboard. `--devnet` starts a
     /// network in the same process first.
@@ -77,5 +83,6 @@ fn main() -> anyhow::Result<()> {
         Command::Watch(args) => control::watch(args),
         Command::Chaos(args) => chaos::run(args),
         Command::Gateway(args) => gateway::run(args),
+        Command::Checker(args) => checker::run(args),
     }
 }

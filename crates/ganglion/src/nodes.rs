@@ -280,6 +280,10 @@ pub struct RobotArgs {
     /// are paid too).
     #[arg(long, default_value_t = 10_000_000)]
     budget: u64,
+    /// Forward one request in this many (with every provider's signed answer) to a checker the
+    /// network knows of, to re-run (0: none; only when joined to a network).
+    #[arg(long, default_value_t = ganglion_verify::sample::EVERY_DEFAULT)]
+    sample_every: u32,
     #[command(flatten)]
     pay: crate::pay::PayArgs,
     /// Least accelerator its providers must have: any, gpu or datacenter-gpu.
@@ -468,7 +472,15 @@ pub fn robot(args: RobotArgs) -> anyhow::Result<()> {
                 ganglion_types::MicroTokens(args.budget),
             )?),
         };
-        let session = Arc::new(Session::open(key, endpoint, config, providers.clone()).await?);
+        let session =
+            Arc::new(Session::open(key, endpoint.clone(), config, providers.clone()).await?);
+        if let (Some(node), true) = (&node, args.sample_every > 0) {
+            let (sink, _) = ganglion_client::checkers::spawn_forwarder(
+                endpoint,
+                crate::checker::checkers(node.view()),
+            );
+            session.sample_to(sink, args.sample_every);
+        }
         let keeper = node.as_ref().map(|node| {
             // Spares must take the price this session offers.
             let want = crate::control::Want {
@@ -558,6 +570,10 @@ pub fn robot(args: RobotArgs) -> anyhow::Result<()> {
                 &crate::report::signed_by_provider(&[session.status()]),
                 &std::collections::BTreeMap::new(),
             ),
+            checkers_spent_micro: 0,
+            sampled: session.sampled(),
+            checkers: Vec::new(),
+            reputation: Vec::new(),
             errors: tally.errors(),
             spent_micro: session.status().spent.0,
             vouchers_held_micro: None,

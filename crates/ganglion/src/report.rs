@@ -172,8 +172,45 @@ pub struct Report {
     pub errors: BTreeMap<String, u64>,
     /// What the robots' vouchers add up to, micro-tokens (every answer paid, hedges too).
     pub spent_micro: u64,
-    /// What the providers' ledgers hold (the devnet only).
+    /// What the providers' ledgers hold (the devnet only): the robots' vouchers and the
+    /// checkers' (their probes are paid like any request).
     pub vouchers_held_micro: Option<u64>,
+    /// What the checkers' probe vouchers add up to, micro-tokens.
+    pub checkers_spent_micro: u64,
+    /// Requests the robots forwarded to checkers.
+    pub sampled: u64,
+    pub checkers: Vec<CheckerLine>,
+    /// What a robot's node concluded about each provider from the checkers' attestations.
+    pub reputation: Vec<ReputationLine>,
+}
+
+/// One checker's work.
+#[derive(Debug, Clone, Serialize)]
+pub struct CheckerLine {
+    pub id: String,
+    pub city: String,
+    pub probes: u64,
+    pub probes_answered: u64,
+    pub samples: u64,
+    pub samples_rerun: u64,
+    pub confirmations: u64,
+    pub wrong_found: u64,
+    pub attestations: u64,
+}
+
+/// One provider's standing in a node's reputation.
+#[derive(Debug, Clone, Serialize)]
+pub struct ReputationLine {
+    pub id: String,
+    pub checkers: usize,
+    pub down: bool,
+    pub uptime: f64,
+    pub on_time: f64,
+    pub correct: f64,
+    pub score: f64,
+    pub location: String,
+    pub wrong_results: bool,
+    pub excluded: bool,
 }
 
 /// Adds up each session's vouchers by provider.
@@ -222,17 +259,26 @@ impl Report {
             s.p50, s.p95, s.p99
         );
         let tokens = |micro: u64| ganglion_types::MicroTokens(micro).to_string();
+        let signed = self.spent_micro + self.checkers_spent_micro;
+        let checkers = if self.checkers_spent_micro > 0 {
+            format!(
+                ", checkers {} for their probes",
+                tokens(self.checkers_spent_micro)
+            )
+        } else {
+            String::new()
+        };
         match self.vouchers_held_micro {
-            Some(held) if held == self.spent_micro => println!(
-                "paid  robots signed {}; providers hold vouchers for {}: the books agree",
+            Some(held) if held == signed => println!(
+                "paid  robots signed {}{checkers}; providers hold vouchers for {}: the books agree",
                 tokens(self.spent_micro),
                 tokens(held)
             ),
             Some(held) => println!(
-                "paid  robots signed {}; providers hold vouchers for {}: {} short (vouchers in flight to a killed provider)",
+                "paid  robots signed {}{checkers}; providers hold vouchers for {}: {} short (vouchers in flight to a killed provider)",
                 tokens(self.spent_micro),
                 tokens(held),
-                tokens(self.spent_micro.saturating_sub(held))
+                tokens(signed.saturating_sub(held))
             ),
             None => println!("paid  {} in vouchers", tokens(self.spent_micro)),
         }
@@ -254,6 +300,52 @@ impl Report {
         }
         for (error, count) in &self.errors {
             println!("unanswered: {count} × {error}");
+        }
+        if !self.checkers.is_empty() {
+            let reruns: u64 = self.checkers.iter().map(|c| c.samples_rerun).sum();
+            println!(
+                "checkers {}: robots sampled {} requests ({:.1}%), {} re-run",
+                self.checkers.len(),
+                self.sampled,
+                if self.requests == 0 {
+                    0.0
+                } else {
+                    100.0 * self.sampled as f64 / self.requests as f64
+                },
+                reruns
+            );
+            for c in &self.checkers {
+                let short = &c.id[c.id.len().saturating_sub(12)..];
+                println!(
+                    "  checker …{short} in {}: probes {} ({} answered), samples re-run {}, confirmations {}, wrong answers found {}, attestations {}",
+                    c.city, c.probes, c.probes_answered, c.samples_rerun, c.confirmations, c.wrong_found, c.attestations
+                );
+            }
+        }
+        if !self.reputation.is_empty() {
+            println!("reputation (robot 0's view, from the checkers' attestations)");
+            for r in &self.reputation {
+                let short = &r.id[r.id.len().saturating_sub(12)..];
+                let mut flags = Vec::new();
+                if r.down {
+                    flags.push("DOWN");
+                }
+                if r.wrong_results {
+                    flags.push("WRONG RESULTS");
+                }
+                if r.excluded {
+                    flags.push("excluded");
+                }
+                println!(
+                    "  …{short}: uptime {:.0}%  on time {:.0}%  correct {:.0}%  score {:.2}  {}  {}",
+                    r.uptime * 100.0,
+                    r.on_time * 100.0,
+                    r.correct * 100.0,
+                    r.score,
+                    r.location,
+                    flags.join(", ")
+                );
+            }
         }
     }
 

@@ -472,3 +472,172 @@ fn chaos_run(extra: &[&str]) -> serde_json::Value {
     let _ = std::fs::remove_file(json);
     report
 }
+
+/// The devnet's checkers: provider 1 answers wrong on half its requests and provider 0 is
+/// killed halfway; robot 0's reputation flags the one for wrong results and the other as
+/// down, excludes both, and leaves the honest ones alone; the probes are paid and the books
+/// still agree; the evidence the checkers wrote re-checks from the command line.
+#[test]
+fn devnet_checkers_flag_a_wrong_provider_and_a_dead_one_and_their_evidence_rechecks() {
+    let _heavy = heavy();
+    let json = temp_path("devnet-checkers.json");
+    let evidence = temp_path("evidence");
+    let _ = std::fs::remove_dir_all(&evidence);
+    let out = ganglion()
+        .args([
+            "devnet",
+            "--providers",
+            "4",
+            "--robots",
+            "2",
+            "--rate-hz",
+            "10",
+        ])
+        .args([
+            "--duration-s",
+            "6",
+            "--kill-after-s",
+            "2",
+            "--deadline-ms",
+            "200",
+        ])
+        .args(["--misbehave-wrong", "0.5", "--quiet", "--evidence"])
+        .arg(&evidence)
+        .arg("--json")
+        .arg(&json)
+        .output()
+        .unwrap();
+    let report = every_request_answered(&out, &json, 50);
+    let ids: Vec<String> = report["providers"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|p| p["id"].as_str().unwrap().to_owned())
+        .collect();
+    let standing = |id: &str| {
+        report["reputation"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|r| r["id"] == id)
+            .unwrap_or_else(|| panic!("no reputation for {id}: {report}"))
+            .clone()
+    };
+    let dead = standing(&ids[0]);
+    assert_eq!(dead["down"].as_bool(), Some(true), "{report}");
+    assert_eq!(dead["excluded"].as_bool(), Some(true), "{report}");
+    let wrong = standing(&ids[1]);
+    assert_eq!(wrong["wrong_results"].as_bool(), Some(true), "{report}");
+    assert_eq!(wrong["excluded"].as_bool(), Some(true), "{report}");
+    for id in &ids[2..] {
+        let honest = standing(id);
+        assert_eq!(honest["excluded"].as_bool(), Some(false), "{report}");
+        assert_eq!(
+            honest["location"].as_str(),
+            Some("location consistent"),
+            "{report}"
+        );
+    }
+    assert_eq!(report["checkers"].as_array().unwrap().len(), 2, "{report}");
+    assert!(report["sampled"].as_u64().unwrap() > 0, "{report}");
+    let robots = report["spent_micro"].as_u64().unwrap();
+    let checkers = report["checkers_spent_micro"].as_u64().unwrap();
+    assert!(checkers > 0, "{report}");
+    // The killed provider's ledger is read from the devnet's memory, so every book agrees.
+    assert_eq!(
+        report["vouchers_held_micro"].as_u64(),
+        Some(robots + checkers),
+        "{report}"
+    );
+    let file = std::fs::read_dir(&evidence)
+        .unwrap()
+        .filter_map(|e| e.ok().map(|e| e.path()))
+        .find(|p| p.extension().is_some_and(|e| e == "evidence"))
+        .expect("an evidence file");
+    let recheck = ganglion()
+        .args(["checker", "--model", "blazeface", "--recheck"])
+        .arg(&file)
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&recheck.stdout);
+    assert!(recheck.status.success(), "{text}");
+    assert!(text.contains("the provider's answer is wrong"), "{text}");
+    // Cut short, the evidence is refused with a reason.
+    let bytes = std::fs::read(&file).unwrap();
+    let cut = temp_path("cut.evidence");
+    std::fs::write(&cut, &bytes[..bytes.len() / 2]).unwrap();
+    let refused = ganglion()
+        .args(["checker", "--recheck"])
+        .arg(&cut)
+        .output()
+        .unwrap();
+    assert!(!refused.status.success());
+    assert!(
+        String::from_utf8_lossy(&refused.stderr).contains("is not evidence"),
+        "{}",
+        String::from_utf8_lossy(&refused.stderr)
+    );
+    let _ = std::fs::remove_dir_all(&evidence);
+    let _ = std::fs::remove_file(json);
+    let _ = std::fs::remove_file(cut);
+}
+
+/// `ganglion checker` as its own process: it joins through a provider process, probes it, and
+/// says what it measured and what the network concluded; without a place or a network it says
+/// what is missing.
+#[test]
+fn a_checker_process_probes_a_provider_process_and_reports_it_up() {
+    let _heavy = heavy();
+    let beat = ["--heartbeat-ms", "500"];
+    let mut provider = Proc(
+        ganglion()
+            .args(["provider", "--listen", "127.0.0.1:0", "--price", "0"])
+            .args(beat)
+            .stdout(Stdio::piped())
+            .spawn()
+            .unwrap(),
+    );
+    let provider_lines = lines(&mut provider.0);
+    let boot = wait_for(&provider_lines, "control plane:", Duration::from_secs(60));
+    let boot = boot.trim_start_matches("control plane: ").to_owned();
+    let out = ganglion()
+        .args(["checker", "--at", "48.857,2.352", "--listen", "127.0.0.1:0"])
+        .args([
+            "--bootstrap",
+            &boot,
+            "--status-every-s",
+            "1",
+            "--duration-s",
+            "5",
+        ])
+        .args(beat)
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{text}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(text.contains("checker did:key:"), "{text}");
+    // Its own window says the provider is up and answers; one checker alone flags nothing.
+    let last = text
+        .lines()
+        .rev()
+        .find(|l| l.contains(": UP up"))
+        .unwrap_or_else(|| panic!("{text}"));
+    assert!(
+        last.contains("rtt min") && !last.contains("excluded"),
+        "{last}"
+    );
+    for (args, needle) in [
+        (vec!["checker", "--bootstrap", &boot], "--at"),
+        (vec!["checker", "--at", "48.8,2.3"], "--bootstrap"),
+        (vec!["checker", "--at", "200,2"], "latitude"),
+    ] {
+        let out = ganglion().args(&args).output().unwrap();
+        assert!(!out.status.success());
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(err.contains(needle), "{args:?}: {err}");
+    }
+}

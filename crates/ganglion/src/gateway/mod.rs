@@ -214,6 +214,7 @@ pub fn run(args: Args) -> anyhow::Result<()> {
                 heartbeat: devnet::HEARTBEAT,
                 gpus: gpus.clone(),
                 domain,
+                wrong: 0.0,
             })?;
             println!(
                 "  provider {} in {} on {}, asking {} per answer (ready in {:.1} s)",
