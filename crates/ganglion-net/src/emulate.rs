@@ -2,8 +2,9 @@
 //! test machines whose kernels have no netem qdisc.
 //!
 //! It wraps the UDP socket quinn sends through. Each datagram this endpoint sends to a
-//! destination in the [`Links`] table is held for the link's added delay plus a uniform jitter
-//! (datagrams may overtake each other, as on real paths), or dropped with the link's loss
+//! destination in the [`Links`] table is held for the link's added delay plus a uniform jitter,
+//! but never past an earlier datagram to the same destination (a path's queues vary the delay
+//! without reordering, and QUIC reads reordering as loss), or dropped with the link's loss
 //! probability; datagrams to other destinations, and everything received, pass untouched. The
 //! delay is added on one side only, so a robot's table with `delay = d` makes its round trips
 //! to that provider `d` longer. The table may change while connections are up (a harness
@@ -29,6 +30,9 @@ use tokio::time::Instant;
 
 /// Datagrams that may wait in the emulator at once.
 pub const QUEUE_MAX: usize = 65_536;
+
+/// Destinations whose last due time is remembered (past this, those already sent are forgotten).
+const LAST_DUE_MAX: usize = 4_096;
 
 /// Longest delay or jitter a link may add.
 pub const DELAY_MAX: Duration = Duration::from_secs(10);
@@ -165,6 +169,10 @@ pub struct Emulated {
     queue: mpsc::Sender<Held>,
     order: AtomicU64,
     random: Mutex<u64>,
+    /// When the last datagram to each destination is due: jitter varies each datagram's
+    /// delay, but never lets one overtake another to the same place (a path's queues do not
+    /// reorder, and QUIC would read reordering as loss).
+    last_due: Mutex<HashMap<SocketAddr, Instant>>,
     stats: Arc<EmulatorStats>,
 }
 
@@ -192,6 +200,7 @@ impl Emulated {
             queue,
             order: AtomicU64::new(0),
             random: Mutex::new(seed),
+            last_due: Mutex::new(HashMap::new()),
             stats: Arc::clone(&stats),
         });
         (socket, stats)
@@ -266,8 +275,18 @@ impl AsyncUdpSocket for Emulated {
             return Ok(());
         }
         let jitter = link.jitter.mul_f64(self.uniform());
+        let mut due = Instant::now() + link.delay + jitter;
+        if let Ok(mut last) = self.last_due.lock() {
+            if last.len() >= LAST_DUE_MAX && !last.contains_key(&transmit.destination) {
+                let now = Instant::now();
+                last.retain(|_, d| *d > now);
+            }
+            let entry = last.entry(transmit.destination).or_insert(due);
+            due = due.max(*entry);
+            *entry = due;
+        }
         let held = Held {
-            due: Instant::now() + link.delay + jitter,
+            due,
             order: self.order.fetch_add(1, Ordering::Relaxed),
             to: transmit.destination,
             bytes: transmit.contents.to_vec(),

@@ -227,7 +227,7 @@ async fn checkers_catch_wrong_answers_false_locations_and_dead_providers() {
     let jittery = provider(2, berlin(), 0.0, boot.clone()).await;
     let wrong = provider(3, berlin(), 0.10, boot.clone()).await;
     let liar = provider(4, berlin(), 0.0, boot.clone()).await;
-    let jitter = Duration::from_millis(2);
+    let jitter = Duration::from_millis(10);
 
     // The checker in Berlin is far from the liar; the one in Madrid far from everyone else.
     let in_berlin = Links::new();
