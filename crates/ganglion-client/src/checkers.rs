@@ -16,6 +16,10 @@ use tracing::debug;
 
 use crate::ProviderAddr;
 
+/// Longest a connection to a checker, or one sample's sending, may take: a checker that
+/// stalls is dropped (and tried again on a later sample), never waited on.
+pub const FORWARD_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(2);
+
 /// Samples waiting to go out; past this, new ones are dropped.
 pub const FORWARD_QUEUE_MAX: usize = 64;
 
@@ -67,13 +71,16 @@ async fn forward(
             let writer = match streams.entry(checker.id) {
                 std::collections::hash_map::Entry::Occupied(e) => &mut e.into_mut().1,
                 std::collections::hash_map::Entry::Vacant(e) => {
-                    match open(&endpoint, checker).await {
-                        Some(opened) => &mut e.insert(opened).1,
-                        None => continue,
+                    match tokio::time::timeout(FORWARD_TIMEOUT, open(&endpoint, checker)).await {
+                        Ok(Some(opened)) => &mut e.insert(opened).1,
+                        _ => continue,
                     }
                 }
             };
-            if writer.send(&frame).await.is_ok() {
+            if matches!(
+                tokio::time::timeout(FORWARD_TIMEOUT, writer.send(&frame)).await,
+                Ok(Ok(()))
+            ) {
                 sent = true;
                 break;
             }

@@ -12,13 +12,14 @@
 //!   new providers are refused ([`IngestError::Full`]) until silent or expired ones leave;
 //!   known providers still update. Nothing a peer sends grows it past that.
 //! - An attestation (a checker's findings about a provider) is accepted when its envelope opens
-//!   and it validates; it is folded into the view's [`Reputation`] (`ganglion-verify`), a newer
+//!   and it validates, and is about a provider the view holds (or already has attestations
+//!   about); it is folded into the view's [`Reputation`] (`ganglion-verify`), a newer
 //!   one from the same checker about the same provider replacing the older. It lasts until its
 //!   envelope expires, and outlives the provider's offer (a provider that went down stays known
 //!   as down).
 //! - Placement ([`View::place`]) leaves out providers the reputation excludes, tries the
-//!   preferred ones first, and where checkers' round trips bound a provider's position, uses
-//!   the distance they prove instead of the declared one whenever that is further.
+//!   preferred ones first, and where checkers of quorum weight prove with their round trips
+//!   that a provider is further from the robot than it declares, uses the proven distance.
 
 use std::net::SocketAddr;
 
@@ -303,6 +304,12 @@ impl View {
 
     fn attestation(&mut self, envelope: &Envelope, now_ms: UnixMs) -> Result<Heard, IngestError> {
         let attestation: Attestation = envelope.open(now_ms, None)?;
+        // About a provider this view holds, or one already attested (it may have gone down
+        // since): attestations about made-up providers never take room.
+        let provider = attestation.provider;
+        if !self.known.contains_key(&provider) && !self.reputation.knows(&provider) {
+            return Err(IngestError::Unknown);
+        }
         self.reputation.fold(
             envelope.author,
             envelope.seq,
@@ -347,11 +354,11 @@ impl View {
             if !verdict.preferred {
                 unpreferred.push(*id);
             }
-            // The checkers' disk proves the provider at least this far from the robot.
-            if let (Some((centre, radius_km)), Some((offer, _))) =
-                (verdict.bound, self.book.offer(id))
-            {
-                let proven_km = (ask.robot.distance_km(&centre) - radius_km).max(0.0);
+            // Checkers of quorum weight prove the provider at least this far from the robot.
+            if let (Some(proven_km), Some((offer, _))) = (
+                self.reputation.proven_km(id, ask.robot),
+                self.book.offer(id),
+            ) {
                 if proven_km > ask.robot.distance_km(&offer.at) && !measured.contains_key(id) {
                     let rtt = params.rtt_us(proven_km).min(f64::from(u32::MAX)) as u32;
                     measured.insert(*id, rtt);

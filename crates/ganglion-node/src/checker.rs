@@ -45,6 +45,24 @@ pub const RECORDS_MAX: usize = 100_000;
 /// Evidence kept in memory (the latest).
 pub const EVIDENCE_KEPT: usize = 64;
 
+/// Default most a probe may cost, micro-tokens (a robot's default price ceiling).
+pub const PROBE_PRICE_MAX_DEFAULT: u64 = 1_000;
+
+/// Default most paid to one provider for probes, micro-tokens (10 tokens).
+pub const PROBE_SPEND_MAX_DEFAULT: u64 = 10_000_000;
+
+/// Evidence files one checker writes in a run (past this, evidence is kept in memory only).
+pub const EVIDENCE_FILES_MAX: u64 = 10_000;
+
+/// Recently checked answers remembered, so that a sample sent again is not checked again.
+pub const SEEN_MAX: usize = 4_096;
+
+/// Wrong answers remembered per provider by when they were found.
+const WRONG_KEPT: usize = 64;
+
+/// Longest a confirmation may take to hand to one other checker.
+const CONFIRM_TIMEOUT: Duration = Duration::from_secs(3);
+
 /// Length given to a free input dimension in a probe (a sequence length).
 const FREE_DIM: u32 = 8;
 
@@ -69,6 +87,10 @@ pub struct CheckerConfig {
     pub evidence_dir: Option<PathBuf>,
     /// The sample address attestations name (the server endpoint's own when `None`).
     pub advertise: Option<SocketAddr>,
+    /// Most a probe may cost (providers asking more are not probed).
+    pub probe_price_max: MicroTokens,
+    /// Most this checker pays one provider for probes, all sessions together.
+    pub probe_spend_max: MicroTokens,
     /// Whether attestations carry round trips (proofs of location). Off only where distance
     /// is not physical: nodes that say they are in different cities on one machine, without
     /// an emulation of the distance between them.
@@ -90,6 +112,8 @@ impl CheckerConfig {
             tolerance: Tolerance::default(),
             evidence_dir: None,
             advertise: None,
+            probe_price_max: MicroTokens(PROBE_PRICE_MAX_DEFAULT),
+            probe_spend_max: MicroTokens(PROBE_SPEND_MAX_DEFAULT),
             prove_location: true,
         }
     }
@@ -139,25 +163,50 @@ struct Probe {
     service_us: u32,
 }
 
-#[derive(Debug, Default)]
+#[derive(Debug)]
 struct Record {
     probes: VecDeque<Probe>,
     /// Re-executions: true where the answer was wrong.
     checks: VecDeque<bool>,
+    /// When wrong answers were found: they count for an attestation's lifetime, however many
+    /// correct checks follow (a provider cannot wash its record with correct samples).
+    wrong_at: VecDeque<Instant>,
+    /// Last probe or check.
+    active: Instant,
     evidence: Option<[u8; 32]>,
     sent: Option<(Instant, bool, u32, Option<[u8; 32]>)>,
     link: Option<Arc<Link>>,
 }
 
 impl Record {
+    fn new() -> Self {
+        Self {
+            probes: VecDeque::new(),
+            checks: VecDeque::new(),
+            wrong_at: VecDeque::new(),
+            active: clock::now(),
+            evidence: None,
+            sent: None,
+            link: None,
+        }
+    }
+
     fn attestation(
         &self,
         provider: NodeId,
         at: Coordinates,
         addr: Option<SocketAddr>,
+        keep: Duration,
     ) -> Attestation {
         let answered: Vec<&Probe> = self.probes.iter().filter(|p| p.answered).collect();
-        let wrong = self.checks.iter().filter(|w| **w).count();
+        let now = clock::now();
+        let recent = self
+            .wrong_at
+            .iter()
+            .filter(|at| now.saturating_duration_since(**at) < keep)
+            .count();
+        let wrong = self.checks.iter().filter(|w| **w).count().max(recent);
+        let checked = self.checks.len().max(wrong);
         let fastest = answered
             .iter()
             .filter(|p| p.rtt_us.is_some())
@@ -172,12 +221,14 @@ impl Record {
             on_time: answered.iter().filter(|p| p.on_time).count() as u32,
             rtt_min_us: fastest.and_then(|p| p.rtt_us),
             rtt_min_service_us: fastest.and_then(|p| Some(p.service_us.min(p.rtt_us?))),
-            checked: self.checks.len() as u32,
+            checked: checked as u32,
             wrong: wrong as u32,
             evidence: self.evidence,
         }
     }
 }
+
+type Seen = (NodeId, RequestId, [u8; 32]);
 
 fn push_window<T>(window: &mut VecDeque<T>, item: T, max: usize) {
     window.push_back(item);
@@ -201,6 +252,10 @@ pub struct Checker {
     evidence: Mutex<VecDeque<SignedEvidence>>,
     /// The wallets of the probe sessions (what this checker signed to each provider).
     wallets: Mutex<Vec<Arc<Wallet>>>,
+    /// Answers checked lately, by (provider, request, input hash): a sample sent again is
+    /// not checked (nor counted) again.
+    seen: Mutex<(std::collections::HashSet<Seen>, VecDeque<Seen>)>,
+    evidence_files: AtomicU64,
     stats: CheckerStats,
     seq: AtomicU64,
     rerun: Arc<Semaphore>,
@@ -254,6 +309,8 @@ impl Checker {
             records: Mutex::new(HashMap::new()),
             evidence: Mutex::new(VecDeque::new()),
             wallets: Mutex::new(Vec::new()),
+            seen: Mutex::new((std::collections::HashSet::new(), VecDeque::new())),
+            evidence_files: AtomicU64::new(0),
             stats: CheckerStats::default(),
             seq: AtomicU64::new(0),
             rerun: Arc::new(Semaphore::new(SAMPLES_IN_FLIGHT_MAX)),
@@ -284,7 +341,12 @@ impl Checker {
     }
 
     fn attest_of(&self, provider: NodeId, record: &Record) -> Attestation {
-        let mut a = record.attestation(provider, self.config.at, self.sample_addr());
+        let mut a = record.attestation(
+            provider,
+            self.config.at,
+            self.sample_addr(),
+            self.config.attest_ttl,
+        );
         if !self.config.prove_location {
             a.rtt_min_us = None;
             a.rtt_min_service_us = None;
@@ -312,6 +374,47 @@ impl Checker {
             .unwrap_or_default()
     }
 
+    fn paid_to(&self, provider: &NodeId) -> MicroTokens {
+        self.paid().get(provider).copied().unwrap_or(MicroTokens(0))
+    }
+
+    /// Forgets providers no longer in the view and idle for an attestation's lifetime (their
+    /// last attestation has expired everywhere by then: old findings decay).
+    fn prune(&self, targets: &[Target]) {
+        let keep = self.config.attest_ttl;
+        let now = clock::now();
+        if let Ok(mut records) = self.records.lock() {
+            records.retain(|id, record| {
+                let live = targets.iter().any(|t| t.id == *id)
+                    || now.saturating_duration_since(record.active) < keep;
+                if !live {
+                    if let Some(link) = record.link.take() {
+                        link.close();
+                    }
+                }
+                live
+            });
+        }
+    }
+
+    /// Whether this answer was checked lately; records it if not.
+    fn seen_before(&self, key: Seen) -> bool {
+        let Ok(mut seen) = self.seen.lock() else {
+            return true;
+        };
+        let (set, order) = &mut *seen;
+        if !set.insert(key) {
+            return true;
+        }
+        order.push_back(key);
+        while order.len() > SEEN_MAX {
+            if let Some(old) = order.pop_front() {
+                set.remove(&old);
+            }
+        }
+        false
+    }
+
     /// Probes, takes samples and attests until the task is dropped.
     pub async fn run(self: Arc<Self>) {
         let server = tokio::spawn(Arc::clone(&self).serve());
@@ -327,8 +430,16 @@ impl Checker {
 
     async fn probe_round(self: &Arc<Self>) {
         let targets = (self.targets)();
+        self.prune(&targets);
         let mut round = tokio::task::JoinSet::new();
         for target in targets.into_iter().filter(|t| t.id != self.key.id()) {
+            // A provider asking more than a probe may cost, or that has had all this checker
+            // will spend on it, is not probed (a provider cannot drain checkers).
+            if target.price > self.config.probe_price_max
+                || self.paid_to(&target.id) >= self.config.probe_spend_max
+            {
+                continue;
+            }
             let Some(model) = target
                 .models
                 .iter()
@@ -339,21 +450,14 @@ impl Checker {
             };
             let this = Arc::clone(self);
             round.spawn(async move {
-                let timeout = this.config.probe_timeout;
-                let probe = tokio::time::timeout(timeout, this.probe(&target, model)).await;
-                let probe = probe.unwrap_or(Probe {
-                    answered: false,
-                    on_time: false,
-                    rtt_us: None,
-                    service_us: 0,
-                });
+                let probe = this.probe(&target, model).await;
                 this.stats.probes.fetch_add(1, Ordering::Relaxed);
                 if probe.answered {
                     this.stats.probes_answered.fetch_add(1, Ordering::Relaxed);
                 }
                 if let Ok(mut records) = this.records.lock() {
                     if records.len() < RECORDS_MAX || records.contains_key(&target.id) {
-                        let record = records.entry(target.id).or_default();
+                        let record = records.entry(target.id).or_insert_with(Record::new);
                         if !probe.answered {
                             // Connect afresh next time: the old connection may be dead.
                             if let Some(link) = record.link.take() {
@@ -361,6 +465,7 @@ impl Checker {
                             }
                         }
                         push_window(&mut record.probes, probe, this.config.window);
+                        record.active = clock::now();
                     }
                 }
             });
@@ -376,7 +481,10 @@ impl Checker {
             rtt_us: None,
             service_us: 0,
         };
-        let Some(link) = self.link(target, model).await else {
+        // Opening a session (handshake, open, reply) is not part of the probe's time: it may
+        // take up to an interval; the request alone must be answered within the timeout.
+        let opened = tokio::time::timeout(self.config.probe_every, self.link(target, model)).await;
+        let Ok(Some(link)) = opened else {
             return failed;
         };
         let Some(inputs) = self.random_inputs(&model) else {
@@ -395,7 +503,8 @@ impl Checker {
         if !link.send(id, &frame, tensor::hash_all(&inputs), deadline, &tx) {
             return failed;
         }
-        let Some((_, Outcome::Done(done), _)) = rx.recv().await else {
+        let answer = tokio::time::timeout(self.config.probe_timeout, rx.recv()).await;
+        let Ok(Some((_, Outcome::Done(done), _))) = answer else {
             return failed;
         };
         let rtt = sent.elapsed();
@@ -466,7 +575,8 @@ impl Checker {
             Ok(link) => {
                 if let Ok(mut records) = self.records.lock() {
                     if records.len() < RECORDS_MAX || records.contains_key(&target.id) {
-                        records.entry(target.id).or_default().link = Some(Arc::clone(&link));
+                        records.entry(target.id).or_insert_with(Record::new).link =
+                            Some(Arc::clone(&link));
                     }
                 }
                 Some(link)
@@ -573,9 +683,15 @@ impl Checker {
     /// Re-runs the sample and compares every answer whose signature verifies; returns the
     /// providers found wrong.
     async fn check(self: &Arc<Self>, sample: Sample, quiet: bool) -> Vec<NodeId> {
+        let input_hash = tensor::hash_all(&sample.inputs);
+        let known: std::collections::HashSet<NodeId> =
+            (self.targets)().into_iter().map(|t| t.id).collect();
         let valid: Vec<&SignedAnswer> = sample
             .answers
             .iter()
+            // About providers in the view only, each answer once.
+            .filter(|a| known.contains(&a.provider))
+            .filter(|a| !self.seen_before((a.provider, sample.request, input_hash)))
             .filter(|a| {
                 let ok = a
                     .verify(sample.request, &sample.inputs, sample.model)
@@ -620,10 +736,12 @@ impl Checker {
             };
             if let Ok(mut records) = self.records.lock() {
                 if records.len() < RECORDS_MAX || records.contains_key(&answer.provider) {
-                    let record = records.entry(answer.provider).or_default();
+                    let record = records.entry(answer.provider).or_insert_with(Record::new);
                     push_window(&mut record.checks, hash.is_some(), self.config.window);
+                    record.active = clock::now();
                     if hash.is_some() {
                         record.evidence = hash;
+                        push_window(&mut record.wrong_at, clock::now(), WRONG_KEPT);
                     }
                 }
             }
@@ -653,7 +771,8 @@ impl Checker {
             },
         );
         let hash = evidence.hash();
-        if let Some(dir) = &self.config.evidence_dir {
+        let file_allowed = self.evidence_files.fetch_add(1, Ordering::Relaxed) < EVIDENCE_FILES_MAX;
+        if let (Some(dir), true) = (&self.config.evidence_dir, file_allowed) {
             let path = dir.join(format!("{}.evidence", hex(&hash)));
             if let Err(e) = std::fs::write(&path, evidence.to_bytes()) {
                 warn!(path = %path.display(), error = %e, "cannot write evidence");
@@ -668,22 +787,27 @@ impl Checker {
     /// Sends a sample with a wrong answer to one other checker to re-run.
     async fn confirm(&self, sample: Sample) {
         let me = self.key.id();
-        let peers: Vec<ProviderAddr> = (self.peers)().into_iter().filter(|p| p.id != me).collect();
+        let mut peers: Vec<ProviderAddr> =
+            (self.peers)().into_iter().filter(|p| p.id != me).collect();
+        // A random other checker first, then the rest, each given a few seconds.
+        let mut random = [0u8; 8];
+        let _ = getrandom::getrandom(&mut random);
+        if !peers.is_empty() {
+            let start = (u64::from_le_bytes(random) % peers.len() as u64) as usize;
+            peers.rotate_left(start);
+        }
+        let frame = ToChecker::Confirm(sample);
         for peer in peers {
-            let Ok(connection) = self.probes.connect(peer.addr, peer.id).await else {
-                continue;
-            };
-            let Ok((mut writer, _)) = connection.open_stream().await else {
-                continue;
-            };
-            if writer
-                .send(&ToChecker::Confirm(sample.clone()))
-                .await
-                .is_ok()
-            {
+            let sent = tokio::time::timeout(CONFIRM_TIMEOUT, async {
+                let connection = self.probes.connect(peer.addr, peer.id).await.ok()?;
+                let (mut writer, _) = connection.open_stream().await.ok()?;
+                writer.send(&frame).await.ok()?;
                 let _ = writer.get_mut().finish();
-                let _ =
-                    tokio::time::timeout(Duration::from_secs(2), writer.get_mut().stopped()).await;
+                let _ = writer.get_mut().stopped().await;
+                Some(())
+            })
+            .await;
+            if matches!(sent, Ok(Some(()))) {
                 self.stats
                     .confirmations_sent
                     .fetch_add(1, Ordering::Relaxed);
@@ -697,8 +821,8 @@ impl Checker {
     fn attest_due(&self) {
         let now = clock::now();
         let mut due = Vec::new();
-        if let Ok(mut records) = self.records.lock() {
-            for (provider, record) in records.iter_mut() {
+        if let Ok(records) = self.records.lock() {
+            for (provider, record) in records.iter() {
                 let a = self.attest_of(*provider, record);
                 let changed = record.sent.is_none_or(|(at, up, wrong, evidence)| {
                     up != a.up
@@ -707,7 +831,6 @@ impl Checker {
                         || now.saturating_duration_since(at) >= self.config.attest_every
                 });
                 if changed && a.probes + a.checked > 0 {
-                    record.sent = Some((now, a.up, a.wrong, a.evidence));
                     due.push(a);
                 }
             }
@@ -720,8 +843,15 @@ impl Checker {
                 clock::unix_ms().saturating_add(ttl),
                 &attestation,
             );
+            // Recorded as sent only once it is queued: a full queue tries again next time.
             if (self.publish)(envelope.to_bytes()) {
                 self.stats.attestations.fetch_add(1, Ordering::Relaxed);
+                if let Ok(mut records) = self.records.lock() {
+                    if let Some(record) = records.get_mut(&attestation.provider) {
+                        record.sent =
+                            Some((now, attestation.up, attestation.wrong, attestation.evidence));
+                    }
+                }
             }
         }
     }
@@ -752,7 +882,8 @@ pub fn hex(bytes: &[u8]) -> String {
 }
 
 /// Re-checks evidence as a third party would: both signatures, then the model run here on the
-/// evidence's inputs, compared with the provider's outputs within the evidence's tolerance.
+/// evidence's inputs, compared with the provider's outputs within the evidence's tolerance (or
+/// the default, when the evidence's is stricter).
 /// `Ok(description)` when the provider's answer is indeed wrong.
 pub async fn recheck(evidence: &SignedEvidence, runtime: &Runtime) -> Result<String, String> {
     evidence.verify()?;
@@ -768,10 +899,48 @@ pub async fn recheck(evidence: &SignedEvidence, runtime: &Runtime) -> Result<Str
         .infer(&e.model, e.inputs.clone(), deadline)
         .await
         .map_err(|err| format!("the model did not run on the evidence's inputs: {err}"))?;
-    match ganglion_verify::compare(&outputs, &e.answer.outputs, e.tolerance) {
+    // The checker chose the tolerance it signed: never hold a provider to a stricter one than
+    // the default (kernels differ in the last bits), nor to one that is not a number.
+    let default = Tolerance::default();
+    if !(e.tolerance.rel.is_finite() && e.tolerance.abs.is_finite()) {
+        return Err("the evidence's tolerance is not a number".into());
+    }
+    let tolerance = Tolerance {
+        rel: e.tolerance.rel.max(default.rel),
+        abs: e.tolerance.abs.max(default.abs),
+    };
+    match ganglion_verify::compare(&outputs, &e.answer.outputs, tolerance) {
         Err(found) => Ok(found),
         Ok(()) => {
             Err("the provider's answer matches this machine's run: the evidence is false".into())
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn correct_checks_do_not_wash_out_a_wrong_answer_until_it_expires() {
+        let provider = NodeKey::from_seed([1; 32]).id();
+        let at = Coordinates::new(48.85, 2.35).unwrap_or_else(|_| unreachable!());
+        let mut record = Record::new();
+        push_window(&mut record.checks, true, 20);
+        push_window(&mut record.wrong_at, clock::now(), WRONG_KEPT);
+        // A provider floods its checker with twenty correct answers: the window forgets the
+        // wrong one, the attestation does not.
+        for _ in 0..40 {
+            push_window(&mut record.checks, false, 20);
+        }
+        let keep = Duration::from_secs(60);
+        let a = record.attestation(provider, at, None, keep);
+        assert_eq!((a.wrong, a.checked), (1, 20));
+        // Once older than an attestation's lifetime, it no longer counts.
+        let a = record.attestation(provider, at, None, Duration::ZERO);
+        assert_eq!(a.wrong, 0);
+        // No probes yet: the attestation says nothing of liveness beyond "up", and carries no
+        // round trip.
+        assert!(a.up && a.probes == 0 && a.rtt_min_us.is_none());
     }
 }

@@ -13,14 +13,16 @@
 //!   finds one has a second checker re-run the same sample); *false location* (a checker's
 //!   disk excludes the declared position — physics — and checkers of quorum weight find the
 //!   position false or implausible, [`crate::location`]).
-//! - **excluded** from placement: any flag, or a score below [`SCORE_MIN`] from checkers of
-//!   quorum weight (one checker's low score only stops the provider being preferred); **preferred**:
+//! - **excluded** from placement: any flag, or a score below [`SCORE_MIN`] that checkers of
+//!   quorum weight each find on their own (one checker's low score only stops the provider
+//!   being preferred); **preferred**:
 //!   no flag and a score of at least [`SCORE_PREFERRED`].
 //!
 //! A checker's **weight** is its own record: 1 / (1 + the claims of it that others contradict),
-//! over the attestations held now. Contradicted: it says a provider is down while checkers of
-//! quorum weight answered their latest probes; or its disk around a provider cannot meet the
+//! over the attestations held now. Contradicted: its disk around a provider cannot meet the
 //! disks of checkers of quorum weight (someone measured a round trip light could not make).
+//! Only such checkable claims count: a "down" that others do not see is no proof (a provider
+//! may ignore one checker's probes to erode its weight).
 
 use std::net::SocketAddr;
 
@@ -219,15 +221,9 @@ impl Reputation {
         held: &HashMap<NodeId, Held>,
     ) -> bool {
         let others = || held.iter().filter(|(c, _)| *c != checker);
-        if !a.up {
-            let up: f64 = others()
-                .filter(|(_, h)| h.attestation.up)
-                .map(|(c, _)| self.weight(c))
-                .sum();
-            if up + EPSILON >= QUORUM {
-                return true;
-            }
-        }
+        // Only what can be checked counts against a checker: a disk that cannot meet others'.
+        // ("Down" while others see the provider up is no proof: a provider may ignore one
+        // checker's probes to erode its weight.)
         if let Some(rtt) = a.rtt_min_us {
             let radius = location::radius_km(rtt);
             let disjoint: f64 = others()
@@ -253,15 +249,20 @@ impl Reputation {
         let mut on_time = Mean::default();
         let mut correct = Mean::default();
         let mut wrong_w = 0.0;
+        // Weight of checkers whose own findings score the provider below SCORE_MIN.
+        let mut low_w = 0.0;
         let (mut adverse_w, mut hard, mut bound) = (0.0, None, None::<(Coordinates, f64)>);
         let mut timed = false;
         for (checker, h) in held {
             let a = &h.attestation;
             let w = self.weight(checker);
-            if a.up {
-                up_w += w;
-            } else {
-                down_w += w;
+            // Liveness comes from probes only (an attestation of re-runs alone says nothing).
+            if a.probes > 0 {
+                if a.up {
+                    up_w += w;
+                } else {
+                    down_w += w;
+                }
             }
             if a.probes > 0 {
                 uptime.add(w, f64::from(a.answered) / f64::from(a.probes));
@@ -274,6 +275,9 @@ impl Reputation {
             }
             if a.wrong > 0 {
                 wrong_w += w;
+            }
+            if own_score(a) < SCORE_MIN {
+                low_w += w;
             }
             let Some(rtt) = a.rtt_min_us else {
                 continue;
@@ -315,8 +319,8 @@ impl Reputation {
         };
         let (uptime, on_time, correct) = (uptime.get(), on_time.get(), correct.get());
         let score = uptime * on_time * correct;
-        // A low score excludes only when checkers of quorum weight make it.
-        let low = score < SCORE_MIN && up_w + down_w + EPSILON >= QUORUM;
+        // A low score excludes only when checkers of quorum weight each find it.
+        let low = score < SCORE_MIN && low_w + EPSILON >= QUORUM;
         let excluded = down || wrong_results || matches!(location, Location::False { .. }) || low;
         Some(Verdict {
             checkers: held.len(),
@@ -331,6 +335,31 @@ impl Reputation {
             excluded,
             preferred: !excluded && score >= SCORE_PREFERRED,
         })
+    }
+
+    /// How far from `robot` the checkers' disks prove `provider` to be, km: each checker's disk
+    /// proves at least `distance(robot, checker) − radius`; the answer is the largest distance
+    /// that checkers of total weight [`QUORUM`] each prove (so one checker's made-up disk moves
+    /// nothing). `None` without such agreement.
+    pub fn proven_km(&self, provider: &NodeId, robot: Coordinates) -> Option<f64> {
+        let held = self.providers.get(provider)?;
+        let mut bounds: Vec<(f64, f64)> = held
+            .iter()
+            .filter_map(|(checker, h)| {
+                let radius = location::radius_km(h.attestation.rtt_min_us?);
+                let proven = robot.distance_km(&h.attestation.checker_at) - radius;
+                Some((proven, self.weight(checker)))
+            })
+            .collect();
+        bounds.sort_by(|a, b| b.0.total_cmp(&a.0));
+        let mut weight = 0.0;
+        for (proven, w) in bounds {
+            weight += w;
+            if weight + EPSILON >= QUORUM {
+                return (proven > 0.0).then_some(proven);
+            }
+        }
+        None
     }
 
     /// The checkers heard from, with their positions, sample addresses and weights.
@@ -351,6 +380,11 @@ impl Reputation {
             .unwrap_or_default()
     }
 
+    /// Whether any checker has attested `provider`.
+    pub fn knows(&self, provider: &NodeId) -> bool {
+        self.providers.contains_key(provider)
+    }
+
     pub fn len(&self) -> usize {
         self.providers.len()
     }
@@ -358,6 +392,24 @@ impl Reputation {
     pub fn is_empty(&self) -> bool {
         self.providers.is_empty()
     }
+}
+
+/// One checker's own score of a provider: uptime × deadline-hit rate × verified-correct rate
+/// from its attestation alone.
+fn own_score(a: &Attestation) -> f64 {
+    let ratio = |part: u32, whole: u32| {
+        if whole == 0 {
+            1.0
+        } else {
+            f64::from(part) / f64::from(whole)
+        }
+    };
+    let wrong = if a.checked == 0 {
+        0.0
+    } else {
+        ratio(a.wrong, a.checked)
+    };
+    ratio(a.answered, a.probes) * ratio(a.on_time, a.answered) * (1.0 - wrong)
 }
 
 /// A weighted mean that is 1 (nothing against) when nothing was measured.
@@ -440,10 +492,26 @@ mod tests {
         let v = rep.verdict(&provider, Some(declared)).unwrap();
         assert!(!v.down && !v.wrong_results && !v.excluded, "{v:?}");
         assert_eq!(v.location, Location::Consistent);
-        let weight = |c: NodeId| rep.checkers().find(|(id, _)| **id == c).unwrap().1.weight;
-        assert!(weight(id(4)) < 1.0 && weight(id(2)) == 1.0);
-        // Its scores count for less than half: uptime is pulled down by a third at most.
-        assert!(v.uptime > 0.75, "{v:?}");
+        // Its "down" and its low score are one checker's: the provider is not preferred, and
+        // its uptime is pulled down by a third.
+        assert!(!v.preferred && (v.uptime - 2.0 / 3.0).abs() < 1e-9, "{v:?}");
+        // A lone checker scoring a provider near zero (answered probes all late, every check
+        // wrong) excludes nobody either.
+        let mut rep = Reputation::new();
+        rep.fold(id(2), 1, 10_000, 0, honest(provider, berlin, 2_000))
+            .unwrap();
+        rep.fold(id(3), 1, 10_000, 0, honest(provider, at(52.4, 13.1), 2_500))
+            .unwrap();
+        let harsh = Attestation {
+            on_time: 0,
+            wrong: 20,
+            rtt_min_us: None,
+            ..honest(provider, at(MADRID.0, MADRID.1), 1_000)
+        };
+        rep.fold(id(4), 1, 10_000, 0, harsh).unwrap();
+        rep.tick(1);
+        let v = rep.verdict(&provider, Some(declared)).unwrap();
+        assert!(!v.excluded && !v.wrong_results, "{v:?}");
 
         // Its location lie (a 1 ms disk around Madrid) is contradicted by both Berlin disks.
         let mut rep = Reputation::new();
@@ -463,7 +531,29 @@ mod tests {
         let v = rep.verdict(&provider, Some(declared)).unwrap();
         assert_eq!(v.location, Location::Suspect, "{v:?}");
         assert!(!v.excluded);
-        assert!(weight_of(&rep, id(4)) < 1.0);
+        assert!(weight_of(&rep, id(4)) < 1.0 && weight_of(&rep, id(2)) == 1.0);
+        // Nor can its disk push the provider away from robots: a distance counts only when
+        // checkers of quorum weight prove it.
+        let robots = at(52.5, 13.3);
+        assert_eq!(rep.proven_km(&provider, robots), None);
+        let mut far = Reputation::new();
+        far.fold(
+            id(2),
+            1,
+            10_000,
+            0,
+            honest(provider, at(MADRID.0, MADRID.1), 2_000),
+        )
+        .unwrap();
+        assert_eq!(
+            far.proven_km(&provider, robots),
+            None,
+            "one disk is not enough"
+        );
+        far.fold(id(3), 1, 10_000, 0, honest(provider, at(40.0, -3.5), 2_000))
+            .unwrap();
+        let proven = far.proven_km(&provider, robots).unwrap();
+        assert!((1_500.0..1_600.0).contains(&proven), "{proven}");
     }
 
     fn weight_of(rep: &Reputation, c: NodeId) -> f64 {

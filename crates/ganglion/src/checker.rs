@@ -33,7 +33,8 @@ pub struct Args {
     /// checkers where providers claim to be: a checker near a provider makes its disk tight.
     #[arg(long, value_parser = crate::control::parse_at)]
     at: Option<Coordinates>,
-    /// UDP address robots send samples to (QUIC).
+    /// UDP address robots send samples to (QUIC). On a network, listen on 0.0.0.0 and name
+    /// the address robots reach with --advertise: attestations carry it.
     #[arg(long, default_value = "127.0.0.1:7100")]
     listen: SocketAddr,
     /// Sample address attestations name, when --listen is a wildcard (0.0.0.0).
@@ -129,9 +130,11 @@ pub fn start(
     .with_context(|| format!("cannot take samples on {}", plan.listen))?;
     let probes = match plan.probes {
         Some(p) => p,
+        // Probes go out from any address (a checker taking samples on loopback still probes
+        // providers elsewhere).
         None => Endpoint::client(
             Arc::clone(&plan.key),
-            SocketAddr::new(plan.listen.ip(), 0),
+            SocketAddr::from(([0, 0, 0, 0], 0)),
             TransportConfig::default(),
         )?,
     };
