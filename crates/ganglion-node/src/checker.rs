@@ -4,7 +4,8 @@
 //!   that serves a model this checker has): a real inference on a fresh random input, over a
 //!   session the checker opens and pays for like a robot. The answer's signature must cover the
 //!   input, so its round trip is a proof of location (`ganglion_verify::location`); the answer
-//!   is re-run here and compared, so probes verify too.
+//!   is re-run here and compared, so probes verify too (a wrong one is confirmed like a
+//!   sample's).
 //! - **Samples** from robots (their inputs and every provider's signed answer, on this
 //!   checker's QUIC endpoint): re-run once, each answer compared within the tolerance. A wrong
 //!   answer becomes signed [`Evidence`] (kept in memory, and written to the evidence folder
@@ -520,10 +521,16 @@ impl Checker {
             inputs,
             answers: vec![answer],
         };
-        // Verified like a robot's sample (not forwarded for confirmation: the checker's own
-        // input, so a second checker would be asked to trust this one's word on it anyway).
+        // Verified like a robot's sample, and a wrong answer confirmed by another checker the
+        // same way: whoever chose the input, the provider signed its output over it, so the
+        // second checker trusts nobody's word but the provider's own.
         let this = Arc::clone(self);
-        tokio::spawn(async move { this.check(sample, true).await });
+        tokio::spawn(async move {
+            if !this.check(sample.clone(), true).await.is_empty() {
+                this.attest_due();
+                this.confirm(sample).await;
+            }
+        });
         Probe {
             answered: true,
             on_time: rtt <= self.config.probe_deadline,
