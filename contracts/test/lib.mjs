@@ -65,7 +65,7 @@ export async function deployContract(account, name, args = []) {
   const hash = await wallet(account).deployContract({ abi: a.abi, bytecode: a.bytecode, args });
   const receipt = await pub.waitForTransactionReceipt({ hash, pollingInterval: 20 });
   assert.equal(receipt.status, 'success', `deploying ${name}`);
-  return { address: receipt.contractAddress, abi: a.abi, name, gas: receipt.gasUsed };
+  return { address: viem.getAddress(receipt.contractAddress), abi: a.abi, name, gas: receipt.gasUsed };
 }
 
 export const read = (contract, fn, args = []) => pub.readContract({ address: contract.address, abi: contract.abi, functionName: fn, args });
@@ -89,6 +89,8 @@ export async function deployAll({ holders = accounts, each = 1_000_000n * TOKEN,
   const token = await deployContract(deployer, 'GanglionToken', [holders.map((a) => a.address), holders.map(() => each)]);
   const timelock = await deployContract(deployer, 'TimelockController', [GOV.timelockDelay, [], ['0x0000000000000000000000000000000000000000'], deployer.address]);
   const governor = await deployContract(deployer, 'GanglionGovernor', [token.address, timelock.address, GOV.votingDelay, GOV.votingPeriod, GOV.threshold, GOV.quorumPercent]);
+  // The governor's calls revert with the timelock's errors too: let viem decode them.
+  governor.abi = [...governor.abi, ...timelock.abi.filter((x) => x.type === 'error' && !governor.abi.some((g) => g.type === 'error' && g.name === x.name))];
   const proposer = await read(timelock, 'PROPOSER_ROLE');
   const canceller = await read(timelock, 'CANCELLER_ROLE');
   const admin = await read(timelock, 'DEFAULT_ADMIN_ROLE');
