@@ -1,0 +1,160 @@
+// SPDX-License-Identifier: Apache-2.0
+pragma solidity 0.8.30;
+
+import {EIP712} from "@openzeppelin/contracts/utils/cryptography/EIP712.sol";
+import {ECDSA} from "@openzeppelin/contracts/utils/cryptography/ECDSA.sol";
+import {Params} from "./Params.sol";
+import {Registry} from "./Registry.sol";
+
+/// @title Ganglion slashing: a quorum of staked checkers slashes a provider, after a window
+/// @notice Each checker signs, with its pay key (the address bound and staked as a checker in the
+/// Registry), EIP-712
+///     Slash(address provider,bytes32 evidenceHash,uint256 fraction)
+/// in the domain name "Ganglion", version "1", the chain id, verifyingContract = this contract.
+/// `evidenceHash` is the keccak256 of the evidence file (the checkers' signed findings); it is
+/// stored on chain with the proposal, so anyone holding the file can re-check it. `fraction` is in
+/// basis points of the provider's whole stake, at most `params.slashFraction()`.
+///
+/// Life of a slash:
+///   1. propose(provider, evidenceHash, fraction, signatures): anyone submits at least
+///      `params.checkerQuorum()` signatures, from distinct staked checkers, given in strictly
+///      increasing signer-address order (which is how distinctness is checked). Refused without
+///      quorum. A (provider, evidenceHash) pair can be proposed once, ever.
+///   2. Challenge window, `params.challengeWindow()` seconds from the proposal: the slash cannot
+///      execute. During it, governance (the owner of Params, i.e. the timelock after a vote) may
+///      cancel it: that is the appeal. The window must therefore exceed the governance
+///      path (voting delay + voting period + timelock delay) for an appeal to be possible, and
+///      Registry's unbonding delay must exceed the window so the provider cannot withdraw first.
+///   3. Execution window, the next `params.executionWindow()` seconds: anyone may execute it; the
+///      signers are counted again and must still be staked checkers, at least the current quorum
+///      (a checker that unbonded meanwhile no longer vouches for it).
+///   4. After that the proposal has expired and is refused for good.
+/// Both windows are fixed when the slash is proposed.
+contract Slashing is EIP712 {
+    bytes32 public constant SLASH_TYPEHASH =
+        keccak256("Slash(address provider,bytes32 evidenceHash,uint256 fraction)");
+
+    enum Status {
+        None,
+        Pending,
+        Executed,
+        Cancelled
+    }
+
+    struct Proposal {
+        address provider;
+        Status status;
+        uint64 executeAfter;
+        uint64 expiresAt;
+        uint256 fraction;
+        bytes32 evidenceHash;
+        address[] signers;
+    }
+
+    Params public immutable params;
+    Registry public immutable registry;
+
+    mapping(bytes32 id => Proposal) private proposals;
+
+    event SlashProposed(
+        bytes32 indexed id,
+        address indexed provider,
+        bytes32 evidenceHash,
+        uint256 fraction,
+        uint64 executeAfter,
+        uint64 expiresAt,
+        address[] signers
+    );
+    event SlashExecuted(bytes32 indexed id, address indexed provider, uint256 amount);
+    event SlashCancelled(bytes32 indexed id);
+
+    error AlreadyProposed(bytes32 id);
+    error BadFraction(uint256 fraction, uint256 max);
+    error NotProvider(address provider);
+    error SignersNotIncreasing(address signer);
+    error NotStakedChecker(address signer);
+    error NoQuorum(uint256 have, uint256 want);
+    error NotPending(bytes32 id);
+    error InChallengeWindow(uint64 executeAfter);
+    error Expired(uint64 expiresAt);
+    error NotGovernance();
+
+    constructor(Params params_, Registry registry_) EIP712("Ganglion", "1") {
+        params = params_;
+        registry = registry_;
+    }
+
+    function proposalId(address provider, bytes32 evidenceHash) public pure returns (bytes32) {
+        return keccak256(abi.encode(provider, evidenceHash));
+    }
+
+    function slashDigest(address provider, bytes32 evidenceHash, uint256 fraction) public view returns (bytes32) {
+        return _hashTypedDataV4(keccak256(abi.encode(SLASH_TYPEHASH, provider, evidenceHash, fraction)));
+    }
+
+    function getProposal(bytes32 id) external view returns (Proposal memory) {
+        return proposals[id];
+    }
+
+    function propose(address provider, bytes32 evidenceHash, uint256 fraction, bytes[] calldata signatures)
+        external
+        returns (bytes32 id)
+    {
+        id = proposalId(provider, evidenceHash);
+        Proposal storage p = proposals[id];
+        if (p.status != Status.None) revert AlreadyProposed(id);
+        uint256 max = params.slashFraction();
+        if (fraction == 0 || fraction > max) revert BadFraction(fraction, max);
+        (Registry.Role role,,,) = registry.stakes(provider);
+        if (role != Registry.Role.Provider) revert NotProvider(provider);
+
+        uint256 quorum = params.checkerQuorum();
+        if (signatures.length < quorum) revert NoQuorum(signatures.length, quorum);
+        bytes32 digest = slashDigest(provider, evidenceHash, fraction);
+        address last;
+        for (uint256 i = 0; i < signatures.length; i++) {
+            address signer = ECDSA.recover(digest, signatures[i]);
+            if (signer <= last) revert SignersNotIncreasing(signer);
+            if (!registry.isStakedChecker(signer)) revert NotStakedChecker(signer);
+            last = signer;
+            p.signers.push(signer);
+        }
+
+        p.provider = provider;
+        p.status = Status.Pending;
+        p.fraction = fraction;
+        p.evidenceHash = evidenceHash;
+        uint64 after_ = uint64(block.timestamp + params.challengeWindow());
+        uint64 expires = uint64(after_ + params.executionWindow());
+        p.executeAfter = after_;
+        p.expiresAt = expires;
+        emit SlashProposed(id, provider, evidenceHash, fraction, after_, expires, p.signers);
+    }
+
+    function execute(bytes32 id) external returns (uint256 amount) {
+        Proposal storage p = proposals[id];
+        if (p.status != Status.Pending) revert NotPending(id);
+        if (block.timestamp < p.executeAfter) revert InChallengeWindow(p.executeAfter);
+        if (block.timestamp >= p.expiresAt) revert Expired(p.expiresAt);
+        uint256 still;
+        for (uint256 i = 0; i < p.signers.length; i++) {
+            if (registry.isStakedChecker(p.signers[i])) still++;
+        }
+        uint256 quorum = params.checkerQuorum();
+        if (still < quorum) revert NoQuorum(still, quorum);
+        p.status = Status.Executed;
+        amount = registry.slash(p.provider, p.fraction);
+        emit SlashExecuted(id, p.provider, amount);
+    }
+
+    /// Governance's appeal: the owner of Params (the timelock) cancels a pending slash before it
+    /// executes (and before it expires).
+    function cancel(bytes32 id) external {
+        if (msg.sender != params.owner()) revert NotGovernance();
+        Proposal storage p = proposals[id];
+        if (p.status != Status.Pending) revert NotPending(id);
+        if (block.timestamp >= p.expiresAt) revert Expired(p.expiresAt);
+        p.status = Status.Cancelled;
+        emit SlashCancelled(id);
+    }
+}
