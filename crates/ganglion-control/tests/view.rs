@@ -280,6 +280,7 @@ fn down_attestation(provider: ganglion_types::NodeId) -> ganglion_types::verify:
         on_time: 0,
         rtt_min_us: None,
         rtt_min_service_us: None,
+        rtt_p95_us: None,
         checked: 0,
         wrong: 0,
         evidence: None,

@@ -222,6 +222,7 @@ impl Record {
             on_time: answered.iter().filter(|p| p.on_time).count() as u32,
             rtt_min_us: fastest.and_then(|p| p.rtt_us),
             rtt_min_service_us: fastest.and_then(|p| Some(p.service_us.min(p.rtt_us?))),
+            rtt_p95_us: p95(answered.iter().filter_map(|p| p.rtt_us).collect()),
             checked: checked as u32,
             wrong: wrong as u32,
             evidence: self.evidence,
@@ -230,6 +231,17 @@ impl Record {
 }
 
 type Seen = (NodeId, RequestId, [u8; 32]);
+
+/// The 95th percentile (nearest rank) of `samples`.
+fn p95(mut samples: Vec<u32>) -> Option<u32> {
+    if samples.is_empty() {
+        return None;
+    }
+    samples.sort_unstable();
+    samples
+        .get((samples.len() * 95).div_ceil(100).saturating_sub(1))
+        .copied()
+}
 
 fn push_window<T>(window: &mut VecDeque<T>, item: T, max: usize) {
     window.push_back(item);
@@ -351,6 +363,7 @@ impl Checker {
         if !self.config.prove_location {
             a.rtt_min_us = None;
             a.rtt_min_service_us = None;
+            a.rtt_p95_us = None;
         }
         a
     }

@@ -59,6 +59,9 @@ pub struct Attestation {
     /// The service time the provider stated in that answer, µs: what of the round trip it
     /// says was computing. Only ever used to excuse slowness, never to shrink a disk.
     pub rtt_min_service_us: Option<u32>,
+    /// The 95th percentile of the window's round trips, µs: the latency robots near this
+    /// checker would see.
+    pub rtt_p95_us: Option<u32>,
     /// Answers re-executed in the window (probes and robots' samples), and those that differed
     /// beyond the tolerance.
     pub checked: u32,
@@ -97,6 +100,12 @@ impl Message for Attestation {
             .is_some_and(|s| self.rtt_min_us.is_none_or(|r| s > r))
         {
             return Err("a service time longer than its round trip".into());
+        }
+        if self
+            .rtt_p95_us
+            .is_some_and(|p| self.rtt_min_us.is_none_or(|r| p < r))
+        {
+            return Err("a round-trip p95 below its least round trip".into());
         }
         if let Some(addr) = self.checker_addr {
             if addr.port() == 0 || addr.ip().is_unspecified() {
@@ -275,6 +284,7 @@ mod tests {
             on_time: 9,
             rtt_min_us: Some(1_200),
             rtt_min_service_us: Some(300),
+            rtt_p95_us: Some(2_000),
             checked: 9,
             wrong: 0,
             evidence: None,

@@ -110,6 +110,9 @@ pub struct Verdict {
     pub location: Location,
     /// The tightest disk: a checker's position and the radius its least round trip allows, km.
     pub bound: Option<(Coordinates, f64)>,
+    /// The least of the checkers' round-trip p95s, µs: the provider's latency as seen from its
+    /// nearest checker.
+    pub latency_p95_us: Option<u32>,
     pub excluded: bool,
     pub preferred: bool,
 }
@@ -253,6 +256,7 @@ impl Reputation {
         let mut low_w = 0.0;
         let (mut adverse_w, mut hard, mut bound) = (0.0, None, None::<(Coordinates, f64)>);
         let mut timed = false;
+        let mut latency_p95_us: Option<u32> = None;
         for (checker, h) in held {
             let a = &h.attestation;
             let w = self.weight(checker);
@@ -278,6 +282,9 @@ impl Reputation {
             }
             if own_score(a) < SCORE_MIN {
                 low_w += w;
+            }
+            if let Some(p95) = a.rtt_p95_us {
+                latency_p95_us = Some(latency_p95_us.map_or(p95, |l| l.min(p95)));
             }
             let Some(rtt) = a.rtt_min_us else {
                 continue;
@@ -332,6 +339,7 @@ impl Reputation {
             wrong_results,
             location,
             bound,
+            latency_p95_us,
             excluded,
             preferred: !excluded && score >= SCORE_PREFERRED,
         })
@@ -458,6 +466,7 @@ mod tests {
             on_time: 20,
             rtt_min_us: Some(rtt_us),
             rtt_min_service_us: None,
+            rtt_p95_us: Some(rtt_us),
             checked: 20,
             wrong: 0,
             evidence: None,

@@ -4,8 +4,9 @@
 //! tell which of its answers will be (the choice is the robot's, made after the fact is sent,
 //! and told to nobody but the checker).
 
-/// Default block: one request in 20 (5%).
-pub const EVERY_DEFAULT: u32 = 20;
+/// Default block: one request in 21 (4.8%), so that re-running the samples and confirming what
+/// they catch stays within 5% of the requests.
+pub const EVERY_DEFAULT: u32 = 21;
 
 #[derive(Debug, Clone)]
 pub struct Sampler {

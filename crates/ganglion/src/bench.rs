@@ -92,6 +92,25 @@ enum Which {
         #[arg(long, default_value_t = 10.0)]
         load_s: f64,
     },
+    /// How fast the checkers catch a provider that answers wrong on a fraction of requests:
+    /// a Monte Carlo of the robots' sampler (`ganglion_verify::detection`), the fraction caught
+    /// within n requests and the re-executions it costs, against the target (≥ 99% within
+    /// 1,000 requests, re-running ≤ 5%).
+    Detection {
+        /// Fraction of the provider's answers that are wrong.
+        #[arg(long, default_value_t = 0.1)]
+        wrong: f64,
+        /// Robots sample one request in this many.
+        #[arg(long, default_value_t = ganglion_verify::sample::EVERY_DEFAULT)]
+        every: u32,
+        /// Requests per trial.
+        #[arg(long, default_value_t = 1_000)]
+        requests: u32,
+        #[arg(long, default_value_t = 10_000)]
+        trials: u32,
+        #[arg(long, default_value_t = 42)]
+        seed: u64,
+    },
     /// The data plane against raw quinn and raw TCP echoes.
     Net {
         /// Samples of each at 64 B (1 MiB takes a tenth as many).
@@ -207,6 +226,13 @@ pub fn run(args: Args) -> anyhow::Result<()> {
             lines
         }
         Which::Net { samples } => net(samples.clamp(10, SAMPLES_MAX))?,
+        Which::Detection {
+            wrong,
+            every,
+            requests,
+            trials,
+            seed,
+        } => return detection(wrong, every, requests, trials, seed),
         Which::Gateway {
             samples,
             concurrency,
@@ -242,6 +268,56 @@ pub fn run(args: Args) -> anyhow::Result<()> {
     if let Some(path) = args.json {
         std::fs::write(&path, serde_json::to_string_pretty(&lines)?)
             .with_context(|| format!("cannot write {}", path.display()))?;
+    }
+    Ok(())
+}
+
+/// `ganglion bench detection`: prints the curve.
+fn detection(wrong: f64, every: u32, requests: u32, trials: u32, seed: u64) -> anyhow::Result<()> {
+    anyhow::ensure!(
+        (0.0..=1.0).contains(&wrong),
+        "--wrong must be a fraction, 0 to 1"
+    );
+    anyhow::ensure!(
+        (1..=100_000).contains(&every),
+        "--every must be 1 to 100000"
+    );
+    anyhow::ensure!(
+        (10..=1_000_000).contains(&requests),
+        "--requests must be 10 to 1000000"
+    );
+    anyhow::ensure!(
+        (1..=1_000_000).contains(&trials),
+        "--trials must be 1 to 1000000"
+    );
+    anyhow::ensure!(
+        u64::from(requests) * u64::from(trials) <= 1_000_000_000,
+        "--requests × --trials must be at most 1e9"
+    );
+    let step = (requests / 10).max(1);
+    let curve = ganglion_verify::detection::curve(every, wrong, requests, step, trials, seed);
+    println!(
+        "== detection: a provider wrong on {:.1}% of requests, robots sample 1 in {every}, {trials} trials (Monte Carlo of the sampler) ==",
+        wrong * 100.0
+    );
+    println!("{:>10} {:>9}", "requests", "caught");
+    for (n, p) in &curve.points {
+        println!("{n:>10} {:>8.2}%", p * 100.0);
+    }
+    let caught = curve.at(requests.min(1_000));
+    println!(
+        "re-executed {:.2}% of requests ({:.2}% sampled, plus one confirmation per provider caught)",
+        curve.rerun_fraction * 100.0,
+        100.0 / f64::from(every)
+    );
+    if requests >= 1_000 {
+        let ok = caught >= 0.99 && curve.rerun_fraction <= 0.05;
+        println!(
+            "target: caught ≥ 99% within 1,000 requests re-running ≤ 5%: {:.2}% caught, {:.2}% re-run{}",
+            caught * 100.0,
+            curve.rerun_fraction * 100.0,
+            if ok { " ok" } else { " MISSED" }
+        );
     }
     Ok(())
 }

@@ -285,9 +285,10 @@ pub fn line(
         || "-".to_owned(),
         |r| {
             format!(
-                "{:.1} ms (within {:.0} km)",
+                "{:.1} ms (within {:.0} km), p95 {:.1} ms",
                 f64::from(r) / 1e3,
-                ganglion_verify::location::radius_km(r)
+                ganglion_verify::location::radius_km(r),
+                f64::from(a.rtt_p95_us.unwrap_or(r)) / 1e3
             )
         },
     );

@@ -691,7 +691,9 @@ fn start_checker(
         // On one machine without emulated distance, every city is 0 km from every other:
         // round trips would "prove" honest providers false.
         prove_location: !args.no_distance,
-        ..ganglion_node::CheckerConfig::with_interval(at, HEARTBEAT)
+        // A probe every other heartbeat: on two shared cores, probing every provider from
+        // every checker each heartbeat (and re-running each probe) was a load the robots felt.
+        ..ganglion_node::CheckerConfig::with_interval(at, 2 * HEARTBEAT)
     };
     let pay_key = Arc::clone(&key);
     let pay: ganglion_node::checker::PayFor =
@@ -772,6 +774,7 @@ fn reputation_lines(
                     on_time: v.on_time,
                     correct: v.correct,
                     score: v.score,
+                    latency_p95_ms: v.latency_p95_us.map(|us| f64::from(us) / 1e3),
                     location: crate::checker::location_text(v.location),
                     wrong_results: v.wrong_results,
                     excluded: v.excluded,

@@ -208,6 +208,8 @@ pub struct ReputationLine {
     pub on_time: f64,
     pub correct: f64,
     pub score: f64,
+    /// The provider's round-trip p95 from its nearest checker, ms.
+    pub latency_p95_ms: Option<f64>,
     pub location: String,
     pub wrong_results: bool,
     pub excluded: bool,
@@ -336,8 +338,11 @@ impl Report {
                 if r.excluded {
                     flags.push("excluded");
                 }
+                let latency = r
+                    .latency_p95_ms
+                    .map_or_else(|| "-".to_owned(), |l| format!("{l:.1} ms"));
                 println!(
-                    "  …{short}: uptime {:.0}%  on time {:.0}%  correct {:.0}%  score {:.2}  {}  {}",
+                    "  …{short}: uptime {:.0}%  on time {:.0}%  correct {:.0}%  p95 {latency}  score {:.2}  {}  {}",
                     r.uptime * 100.0,
                     r.on_time * 100.0,
                     r.correct * 100.0,
