@@ -19,7 +19,13 @@ import {Params} from "./Params.sol";
 ///     too much gas, so this contract does NOT check it: it stores nothing but emits it in the
 ///     `Bound` event with the binding, so anyone can check it off chain (a binding whose Ed25519
 ///     signature does not verify is to be ignored by every node).
-/// A node and an address are each bound at most once.
+/// An address is bound to at most one node (`nodeOf`), once. A node id is NOT unique on chain:
+/// since the Ed25519 half is not checked here, anyone could bind a victim's node id to an address
+/// of theirs (the pay-key signature is theirs to make), and uniqueness would let that squatter
+/// lock the real owner out for good. So several addresses may claim the same node; an off-chain
+/// reader (a node, a robot) takes as the node's pay key the address of the binding whose Ed25519
+/// signature (in its `Bound` event) verifies for that node and address, and ignores the others.
+/// The zero node id is refused.
 ///
 /// Stakes: a bound address deposits tokens as a provider or a checker (one role per address).
 /// Unbonding moves stake out of the active amount at once; it can be withdrawn after
@@ -53,7 +59,6 @@ contract Registry {
     /// The only caller of `slash`; set once, at deployment.
     address public slashing;
 
-    mapping(bytes32 node => address) public addressOf;
     mapping(address account => bytes32) public nodeOf;
     mapping(address account => Stake) public stakes;
 
@@ -65,6 +70,7 @@ contract Registry {
     event SlashingSet(address slashing);
 
     error AlreadyBound();
+    error ZeroNode();
     error NotBound();
     error BadNodeSignatureLength();
     error WrongRole(Role have);
@@ -104,15 +110,17 @@ contract Registry {
     }
 
     /// Binds `node` to the address that signed `payKeySignature` (anyone may submit it).
-    /// `nodeSignature` (64 bytes, Ed25519) is emitted, not checked: see the contract's notice.
+    /// `nodeSignature` (64 bytes, Ed25519) is emitted, not checked: see the contract's notice
+    /// (the node id may already be claimed by other addresses; readers keep the binding whose
+    /// Ed25519 signature verifies).
     function bind(bytes32 node, bytes calldata payKeySignature, bytes calldata nodeSignature)
         external
         returns (address account)
     {
+        if (node == bytes32(0)) revert ZeroNode();
         if (nodeSignature.length != 64) revert BadNodeSignatureLength();
         account = ECDSA.recover(bindingDigest(node), payKeySignature);
-        if (addressOf[node] != address(0) || nodeOf[account] != bytes32(0)) revert AlreadyBound();
-        addressOf[node] = account;
+        if (nodeOf[account] != bytes32(0)) revert AlreadyBound();
         nodeOf[account] = node;
         emit Bound(node, account, nodeSignature);
     }

@@ -22,7 +22,7 @@ const usd = (gas) => (Number(gas) * GAS_PRICE_GWEI * 1e-9 * ETH_USD);
 
 test('gas: one redemption', async () => {
   const robot = randomAccount();
-  await send(funder, sys.escrow, 'deposit', [robot.address, 1000n * TOKEN]);
+  await send(funder, sys.escrow, 'deposit', [robot.address, provider.address, 1000n * TOKEN]);
   const v1 = { robot: robot.address, provider: provider.address, session: 1n, cumulative: 10n * TOKEN };
   const first = await send(provider, sys.escrow, 'redeem', [v1, await signVoucher(robot, sys.escrow, v1)]);
   const v2 = { ...v1, cumulative: 20n * TOKEN };
@@ -36,7 +36,7 @@ test('gas: one redemption', async () => {
 
 test(`gas: redeemBatch of ${BATCH} sessions (${BATCH} robots, one provider)`, { timeout: 300_000 }, async () => {
   const robots = Array.from({ length: BATCH }, randomAccount);
-  for (const r of robots) await send(funder, sys.escrow, 'deposit', [r.address, 1000n * TOKEN]);
+  for (const r of robots) await send(funder, sys.escrow, 'deposit', [r.address, provider.address, 1000n * TOKEN]);
   const round = async (cumulative) => {
     const vs = robots.map((r, i) => ({ robot: r.address, provider: provider.address, session: BigInt(i), cumulative }));
     const sigs = await Promise.all(vs.map((v, i) => signVoucher(robots[i], sys.escrow, v)));

@@ -177,9 +177,10 @@ export async function stakeAs(sys, account, role, amount) {
   return send(account, sys.registry, 'stake', [role, amount]);
 }
 
-export async function depositFor(sys, from, robot, amount) {
+/// Funds the channel robot → provider with `amount` from `from`.
+export async function depositFor(sys, from, robot, provider, amount) {
   await approve(from, sys, sys.escrow, amount);
-  return send(from, sys.escrow, 'deposit', [robot.address ?? robot, amount]);
+  return send(from, sys.escrow, 'deposit', [robot.address ?? robot, provider.address ?? provider, amount]);
 }
 
 /// Signs a slash by each checker, sorted by address as Slashing.propose wants.

@@ -31,18 +31,37 @@ test('a binding is checked on chain (EIP-712 pay key) and its Ed25519 half is in
   const who = accounts[6];
   const node = nodeKey();
   const { receipt, nodeSignature } = await bind(sys, who, node);
-  assert.equal(await read(sys.registry, 'addressOf', [node.id]), who.address);
   assert.equal(await read(sys.registry, 'nodeOf', [who.address]), node.id);
   const [ev] = parseEventLogs({ abi: sys.registry.abi, logs: receipt.logs, eventName: 'Bound' });
   assert.equal(ev.args.node, node.id);
   assert.equal(ev.args.nodeSignature, nodeSignature);
   assert.ok(verifyNodeSignature(ev.args.node, ev.args.account, ev.args.nodeSignature), 'Ed25519 signature checks off chain');
   assert.ok(!verifyNodeSignature(ev.args.node, outsider.address, ev.args.nodeSignature), 'and not for another address');
-  // Neither the node nor the address binds twice.
+  // An address binds once.
   await reverts(bind(sys, who), 'AlreadyBound');
-  await reverts(bind(sys, accounts[7], node), 'AlreadyBound');
+  // The zero node id is refused.
+  await reverts(bind(sys, accounts[7], { id: `0x${'00'.repeat(32)}`, sign: node.sign }), 'ZeroNode');
   // Staking needs a binding.
   await reverts(stakeAs(sys, accounts[8], ROLE.Provider, 1n), 'NotBound');
+});
+
+test("a squatter's binding of someone else's node does not stop the real owner from binding", async () => {
+  const owner = accounts[12];
+  const squatter = accounts[13];
+  const node = nodeKey();
+  // The squatter binds the victim's node id with its own pay key, and junk (or a replayed)
+  // Ed25519 signature: the contract cannot tell.
+  const payKeySignature = await squatter.signTypedData({ domain: { name: 'Ganglion', version: '1', chainId: 31337, verifyingContract: sys.escrow.address }, types: { PayKeyBinding: [{ name: 'node', type: 'bytes32' }] }, primaryType: 'PayKeyBinding', message: { node: node.id } });
+  const junk = `0x${'11'.repeat(64)}`;
+  const r1 = await send(squatter, sys.registry, 'bind', [node.id, payKeySignature, junk]);
+  assert.equal(await read(sys.registry, 'nodeOf', [squatter.address]), node.id);
+  // The real owner still binds the same node.
+  const { receipt } = await bind(sys, owner, node);
+  assert.equal(await read(sys.registry, 'nodeOf', [owner.address]), node.id);
+  // Off chain, of the two Bound events for the node, only the owner's Ed25519 signature verifies.
+  const events = [r1, receipt].flatMap((rc) => parseEventLogs({ abi: sys.registry.abi, logs: rc.logs, eventName: 'Bound' }));
+  const valid = events.filter((e) => e.args.node === node.id && verifyNodeSignature(e.args.node, e.args.account, e.args.nodeSignature));
+  assert.deepEqual(valid.map((e) => e.args.account), [owner.address]);
 });
 
 test('stake unbonds only after the delay, one role per address', async () => {

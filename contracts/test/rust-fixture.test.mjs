@@ -31,7 +31,7 @@ test('a voucher signed by the Rust wallet is redeemed on chain, once', async () 
   const f = fixture.voucher;
   const v = { robot: f.robot, provider: f.provider, session: BigInt(f.session), cumulative: BigInt(f.cumulative) };
   assert.equal(await read(escrow, 'voucherDigest', [v]), f.digest, 'the EIP-712 digest is the same on both sides');
-  await depositFor({ ...sys, escrow }, accounts[1], v.robot, 10n * TOKEN);
+  await depositFor({ ...sys, escrow }, accounts[1], v.robot, v.provider, 10n * TOKEN);
   const balance = (a) => read(sys.token, 'balanceOf', [a]);
   const before = await balance(v.provider);
   await send(accounts[2], escrow, 'redeem', [v, f.signature]);
@@ -44,6 +44,6 @@ test('a voucher signed by the Rust wallet is redeemed on chain, once', async () 
 test('a pay-key binding signed by the Rust node binds on chain, and its Ed25519 half verifies', async () => {
   const b = fixture.binding;
   await send(accounts[3], registry, 'bind', [b.node, b.pay_key_signature, b.node_signature]);
-  assert.equal((await read(registry, 'addressOf', [b.node])).toLowerCase(), b.address.toLowerCase());
+  assert.equal((await read(registry, 'nodeOf', [b.address])).toLowerCase(), b.node.toLowerCase());
   assert.ok(verifyNodeSignature(b.node, b.address, b.node_signature), 'the node key signed the address');
 });
