@@ -138,6 +138,45 @@ pub type Publish = Arc<dyn Fn(Vec<u8>) -> bool + Send + Sync>;
 /// How the checker pays a provider asking `price` per answer (`None`: free sessions only).
 pub type PayFor = Arc<dyn Fn(MicroTokens) -> Option<Payment> + Send + Sync>;
 
+/// The providers of a control-plane view, as probe targets (at their offers' prices).
+pub fn targets_of(view: Arc<Mutex<ganglion_control::View>>) -> Targets {
+    Arc::new(move || {
+        let Ok(view) = view.lock() else {
+            return Vec::new();
+        };
+        view.providers()
+            .map(|(id, known)| Target {
+                id: *id,
+                addr: known.addr,
+                models: known.models.iter().map(|l| l.model).collect(),
+                price: view
+                    .book()
+                    .offer(id)
+                    .map_or(MicroTokens(0), |(o, _)| o.price),
+            })
+            .collect()
+    })
+}
+
+/// The checkers a control-plane view has heard attest, with the addresses they take samples on
+/// (where robots forward samples, and checkers send confirmations).
+pub fn checkers_of(view: Arc<Mutex<ganglion_control::View>>) -> Peers {
+    Arc::new(move || {
+        let Ok(view) = view.lock() else {
+            return Vec::new();
+        };
+        view.reputation()
+            .checkers()
+            .filter_map(|(id, info)| {
+                Some(ProviderAddr {
+                    id: *id,
+                    addr: info.addr?,
+                })
+            })
+            .collect()
+    })
+}
+
 /// Counters a checker keeps.
 #[derive(Debug, Default)]
 pub struct CheckerStats {

@@ -21,11 +21,11 @@ use std::time::{Duration, Instant};
 use ganglion_client::checkers::spawn_forwarder;
 use ganglion_client::{ProviderAddr, Session, SessionConfig};
 use ganglion_control::swarm::{spawn, Load, Publish};
-use ganglion_control::{Node, SwarmConfig, View};
+use ganglion_control::{Node, SwarmConfig};
 use ganglion_market::place::{PlaceParams, SessionAsk};
 use ganglion_net::emulate::{Link as Emulated, Links};
 use ganglion_net::{Endpoint, TransportConfig};
-use ganglion_node::checker::{Checker, CheckerConfig, CheckerParts, Target};
+use ganglion_node::checker::{checkers_of, targets_of, Checker, CheckerConfig, CheckerParts};
 use ganglion_node::{Misbehaving, Provider, RuntimeService};
 use ganglion_runtime::zoo::{self, Bundled};
 use ganglion_runtime::{Model, Runtime, RuntimeConfig};
@@ -119,37 +119,6 @@ async fn provider(
     }
 }
 
-fn targets(view: Arc<std::sync::Mutex<View>>) -> ganglion_node::checker::Targets {
-    Arc::new(move || {
-        let view = view.lock().unwrap();
-        view.providers()
-            .map(|(id, k)| Target {
-                id: *id,
-                addr: k.addr,
-                models: k.models.iter().map(|l| l.model).collect(),
-                price: MicroTokens(0),
-            })
-            .collect()
-    })
-}
-
-fn checkers_of(
-    view: Arc<std::sync::Mutex<View>>,
-) -> Arc<dyn Fn() -> Vec<ProviderAddr> + Send + Sync> {
-    Arc::new(move || {
-        let view = view.lock().unwrap();
-        view.reputation()
-            .checkers()
-            .filter_map(|(id, info)| {
-                Some(ProviderAddr {
-                    id: *id,
-                    addr: info.addr?,
-                })
-            })
-            .collect()
-    })
-}
-
 struct CheckerNode {
     checker: Arc<Checker>,
     node: Node,
@@ -183,7 +152,7 @@ async fn checker(
         probes,
         server,
         runtime: runtime(),
-        targets: targets(node.view()),
+        targets: targets_of(node.view()),
         peers: checkers_of(node.view()),
         publish: Arc::new(move |bytes| publisher.try_send(bytes).is_ok()),
         pay: None,

@@ -5,14 +5,13 @@
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::Ordering;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::{bail, Context};
-use ganglion_client::ProviderAddr;
-use ganglion_control::{Node, View};
+use ganglion_control::Node;
 use ganglion_net::{Endpoint, TransportConfig};
-use ganglion_node::checker::{self, Checker, CheckerConfig, CheckerParts, PayFor, Target};
+use ganglion_node::checker::{self, Checker, CheckerConfig, CheckerParts, PayFor};
 use ganglion_runtime::{Runtime, RuntimeConfig};
 use ganglion_types::verify::SignedEvidence;
 use ganglion_types::{Coordinates, MicroTokens, NodeKey};
@@ -67,44 +66,6 @@ pub struct Args {
     pay: crate::pay::PayArgs,
 }
 
-/// The providers of a view, as probe targets.
-pub fn targets(view: Arc<Mutex<View>>) -> checker::Targets {
-    Arc::new(move || {
-        let Ok(view) = view.lock() else {
-            return Vec::new();
-        };
-        view.providers()
-            .map(|(id, known)| Target {
-                id: *id,
-                addr: known.addr,
-                models: known.models.iter().map(|l| l.model).collect(),
-                price: view
-                    .book()
-                    .offer(id)
-                    .map_or(MicroTokens(0), |(o, _)| o.price),
-            })
-            .collect()
-    })
-}
-
-/// The checkers a view has heard attest, with the addresses they take samples on.
-pub fn checkers(view: Arc<Mutex<View>>) -> Arc<dyn Fn() -> Vec<ProviderAddr> + Send + Sync> {
-    Arc::new(move || {
-        let Ok(view) = view.lock() else {
-            return Vec::new();
-        };
-        view.reputation()
-            .checkers()
-            .filter_map(|(id, info)| {
-                Some(ProviderAddr {
-                    id: *id,
-                    addr: info.addr?,
-                })
-            })
-            .collect()
-    })
-}
-
 /// What [`start`] needs beyond the node.
 pub struct Plan {
     pub key: Arc<NodeKey>,
@@ -144,8 +105,8 @@ pub fn start(
         probes,
         server,
         runtime: plan.runtime,
-        targets: targets(node.view()),
-        peers: checkers(node.view()),
+        targets: checker::targets_of(node.view()),
+        peers: checker::checkers_of(node.view()),
         publish: Arc::new(move |bytes| publisher.try_send(bytes).is_ok()),
         pay: plan.pay,
     };

@@ -428,7 +428,7 @@ pub fn run(args: Args) -> anyhow::Result<()> {
             if args.checkers > 0 && args.sample_every > 0 {
                 let (sink, _) = ganglion_client::checkers::spawn_forwarder(
                     endpoint,
-                    crate::checker::checkers(node.view()),
+                    ganglion_node::checker::checkers_of(node.view()),
                 );
                 session.sample_to(sink, args.sample_every);
             }

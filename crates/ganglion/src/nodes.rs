@@ -477,7 +477,7 @@ pub fn robot(args: RobotArgs) -> anyhow::Result<()> {
         if let (Some(node), true) = (&node, args.sample_every > 0) {
             let (sink, _) = ganglion_client::checkers::spawn_forwarder(
                 endpoint,
-                crate::checker::checkers(node.view()),
+                ganglion_node::checker::checkers_of(node.view()),
             );
             session.sample_to(sink, args.sample_every);
         }
