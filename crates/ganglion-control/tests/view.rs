@@ -53,8 +53,8 @@ fn sealed_beat(n: u8, seq: u64, offer_seq: u64, free: u32, p95_us: u32) -> Vec<u
     Envelope::seal(&key(n), seq, NOW + 60_000, &beat).to_bytes()
 }
 
-fn place(view: &View) -> Result<ganglion_market::Placement, ganglion_market::PlaceError> {
-    let ask = SessionAsk {
+fn ask() -> SessionAsk<'static> {
+    SessionAsk {
         robot: Coordinates::new(48.86, 2.34).unwrap(),
         model: model(),
         deadline_us: 20_000,
@@ -63,8 +63,11 @@ fn place(view: &View) -> Result<ganglion_market::Placement, ganglion_market::Pla
         measured_rtt_us: None,
         exclude: &[],
         accelerator: AcceleratorClass::Cpu,
-    };
-    view.book().place(&ask, &PlaceParams::default())
+    }
+}
+
+fn place(view: &View) -> Result<ganglion_market::Placement, ganglion_market::PlaceError> {
+    view.book().place(&ask(), &PlaceParams::default())
 }
 
 #[test]
@@ -310,17 +313,7 @@ fn attestations_that_are_forged_or_replayed_are_refused_and_two_checkers_take_a_
     let err = view.ingest(&attest(10, 1), NOW).unwrap_err();
     assert_eq!(err.penalty(), 0, "{err}");
     let placed = |view: &View| -> Vec<ganglion_types::NodeId> {
-        let ask = SessionAsk {
-            robot: Coordinates::new(48.86, 2.34).unwrap(),
-            model: model(),
-            deadline_us: 20_000,
-            k: 1,
-            max_price: MicroTokens(1_000),
-            measured_rtt_us: None,
-            exclude: &[],
-            accelerator: AcceleratorClass::Cpu,
-        };
-        let placed = view.place(&ask, &PlaceParams::default(), 4).unwrap();
+        let placed = view.place(&ask(), &PlaceParams::default(), 4).unwrap();
         placed
             .providers
             .iter()

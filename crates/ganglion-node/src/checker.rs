@@ -427,10 +427,6 @@ impl Checker {
             .unwrap_or_default()
     }
 
-    fn paid_to(&self, provider: &NodeId) -> MicroTokens {
-        self.paid().get(provider).copied().unwrap_or(MicroTokens(0))
-    }
-
     /// Forgets providers no longer in the view and idle for an attestation's lifetime (their
     /// last attestation has expired everywhere by then: old findings decay).
     fn prune(&self, targets: &[Target]) {
@@ -484,12 +480,15 @@ impl Checker {
     async fn probe_round(self: &Arc<Self>) {
         let targets = (self.targets)();
         self.prune(&targets);
+        // What each provider has had, once per round (not once per provider).
+        let paid = self.paid();
         let mut round = tokio::task::JoinSet::new();
         for target in targets.into_iter().filter(|t| t.id != self.key.id()) {
             // A provider asking more than a probe may cost, or that has had all this checker
             // will spend on it, is not probed (a provider cannot drain checkers).
             if target.price > self.config.probe_price_max
-                || self.paid_to(&target.id) >= self.config.probe_spend_max
+                || paid.get(&target.id).copied().unwrap_or(MicroTokens(0))
+                    >= self.config.probe_spend_max
             {
                 continue;
             }

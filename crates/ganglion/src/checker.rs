@@ -280,21 +280,26 @@ pub fn location_text(location: Location) -> String {
 }
 
 pub fn flags(v: &ganglion_verify::Verdict) -> String {
-    let mut out = Vec::new();
-    if v.down {
-        out.push("DOWN");
-    }
-    if v.wrong_results {
-        out.push("WRONG RESULTS");
-    }
-    if v.excluded {
-        out.push("excluded from placement");
-    }
-    if out.is_empty() {
-        String::new()
+    let text = flag_text(v.down, v.wrong_results, v.excluded);
+    if text.is_empty() {
+        text
     } else {
-        format!(", {}", out.join(", "))
+        format!(", {text}")
     }
+}
+
+/// A provider's flags in words, comma-separated (empty when it has none).
+pub fn flag_text(down: bool, wrong_results: bool, excluded: bool) -> String {
+    [
+        (down, "DOWN"),
+        (wrong_results, "WRONG RESULTS"),
+        (excluded, "excluded from placement"),
+    ]
+    .iter()
+    .filter(|(on, _)| *on)
+    .map(|(_, word)| *word)
+    .collect::<Vec<_>>()
+    .join(", ")
 }
 
 /// `--recheck FILE`.

@@ -328,16 +328,7 @@ impl Report {
             println!("reputation (robot 0's view, from the checkers' attestations)");
             for r in &self.reputation {
                 let short = &r.id[r.id.len().saturating_sub(12)..];
-                let mut flags = Vec::new();
-                if r.down {
-                    flags.push("DOWN");
-                }
-                if r.wrong_results {
-                    flags.push("WRONG RESULTS");
-                }
-                if r.excluded {
-                    flags.push("excluded");
-                }
+                let flags = crate::checker::flag_text(r.down, r.wrong_results, r.excluded);
                 let latency = r
                     .latency_p95_ms
                     .map_or_else(|| "-".to_owned(), |l| format!("{l:.1} ms"));
@@ -348,7 +339,7 @@ impl Report {
                     r.correct * 100.0,
                     r.score,
                     r.location,
-                    flags.join(", ")
+                    flags
                 );
             }
         }
