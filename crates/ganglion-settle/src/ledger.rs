@@ -9,7 +9,10 @@
 //! - [`Ledger::behind`] is what is owed and not yet covered by a voucher; a provider stops
 //!   serving a session that is more than its allowance behind.
 //! - The ledger holds at most [`SESSIONS_MAX`] sessions; closed ones keep their latest voucher
-//!   until [`Ledger::take_closed`] hands them to settlement.
+//!   until [`Ledger::take_closed`] hands them to settlement, or until the escrow has paid it
+//!   ([`Ledger::settled`]).
+//! - [`Ledger::unsettled`] is what a redemption would still be paid for: each session's latest
+//!   voucher, where it is above what the escrow already paid for that session.
 
 use std::collections::HashMap;
 
@@ -57,6 +60,8 @@ struct Account {
     budget: MicroTokens,
     owed: MicroTokens,
     latest: Option<SignedVoucher>,
+    /// The cumulative amount the escrow has paid for this session.
+    settled: MicroTokens,
     open: bool,
 }
 
@@ -108,6 +113,7 @@ impl Ledger {
                 budget,
                 owed: MicroTokens::ZERO,
                 latest: None,
+                settled: MicroTokens::ZERO,
                 open: true,
             },
         );
@@ -246,5 +252,36 @@ impl Ledger {
             false
         });
         out
+    }
+
+    /// The latest voucher of every session the escrow has not yet paid in full, in a stable
+    /// order (robot, then session).
+    pub fn unsettled(&self) -> Vec<SignedVoucher> {
+        let mut out: Vec<SignedVoucher> = self
+            .accounts
+            .values()
+            .filter_map(|a| a.latest.filter(|v| v.voucher.cumulative > a.settled))
+            .collect();
+        out.sort_by_key(|v| (v.voucher.robot.0, v.voucher.session));
+        out
+    }
+
+    /// Records that the escrow has paid `session` up to `cumulative`; a closed session paid in
+    /// full is forgotten.
+    pub fn settled(&mut self, robot: Address, session: u64, cumulative: MicroTokens) {
+        let key = (robot, session);
+        if let Some(account) = self.accounts.get_mut(&key) {
+            account.settled = account.settled.max(cumulative);
+            if !account.open && account.settled >= account.paid() {
+                self.accounts.remove(&key);
+            }
+        }
+    }
+
+    /// What the escrow has paid over all sessions still in the ledger.
+    pub fn total_settled(&self) -> Option<MicroTokens> {
+        self.accounts
+            .values()
+            .try_fold(MicroTokens::ZERO, |sum, a| sum.checked_add(a.settled))
     }
 }
