@@ -9,14 +9,17 @@ import {Registry} from "./Registry.sol";
 /// @title Ganglion slashing: a quorum of staked checkers slashes a provider, after a window
 /// @notice Each checker signs, with its pay key (the address bound and staked as a checker in the
 /// Registry), EIP-712
-///     Slash(address provider,bytes32 evidenceHash,uint256 fraction)
+///     Slash(address provider,bytes32 evidenceHash,uint256 fraction,uint64 deadline)
 /// in the domain name "Ganglion", version "1", the chain id, verifyingContract = this contract.
 /// `evidenceHash` is the keccak256 of the evidence file (the checkers' signed findings); it is
 /// stored on chain with the proposal, so anyone holding the file can re-check it. `fraction` is in
-/// basis points of the provider's whole stake, at most `params.slashFraction()`.
+/// basis points of the provider's whole stake, at most `params.slashFraction()`. `deadline` (unix
+/// seconds) is the last block timestamp at which the signature may be used in `propose`; after it
+/// the signature is refused (`SignatureExpired`), so a signature cannot be kept back and used
+/// long after the checker signed it.
 ///
 /// Life of a slash:
-///   1. propose(provider, evidenceHash, fraction, signatures): anyone submits at least
+///   1. propose(provider, evidenceHash, fraction, deadline, signatures): anyone submits at least
 ///      `params.checkerQuorum()` signatures, from distinct staked checkers, given in strictly
 ///      increasing signer-address order (which is how distinctness is checked). Refused without
 ///      quorum. A (provider, evidenceHash) pair can be proposed once, ever.
@@ -32,7 +35,7 @@ import {Registry} from "./Registry.sol";
 /// Both windows are fixed when the slash is proposed.
 contract Slashing is EIP712 {
     bytes32 public constant SLASH_TYPEHASH =
-        keccak256("Slash(address provider,bytes32 evidenceHash,uint256 fraction)");
+        keccak256("Slash(address provider,bytes32 evidenceHash,uint256 fraction,uint64 deadline)");
 
     enum Status {
         None,
@@ -78,6 +81,7 @@ contract Slashing is EIP712 {
     error InChallengeWindow(uint64 executeAfter);
     error Expired(uint64 expiresAt);
     error NotGovernance();
+    error SignatureExpired(uint64 deadline);
 
     constructor(Params params_, Registry registry_) EIP712("Ganglion", "1") {
         params = params_;
@@ -88,18 +92,26 @@ contract Slashing is EIP712 {
         return keccak256(abi.encode(provider, evidenceHash));
     }
 
-    function slashDigest(address provider, bytes32 evidenceHash, uint256 fraction) public view returns (bytes32) {
-        return _hashTypedDataV4(keccak256(abi.encode(SLASH_TYPEHASH, provider, evidenceHash, fraction)));
+    function slashDigest(address provider, bytes32 evidenceHash, uint256 fraction, uint64 deadline)
+        public
+        view
+        returns (bytes32)
+    {
+        return _hashTypedDataV4(keccak256(abi.encode(SLASH_TYPEHASH, provider, evidenceHash, fraction, deadline)));
     }
 
     function getProposal(bytes32 id) external view returns (Proposal memory) {
         return proposals[id];
     }
 
-    function propose(address provider, bytes32 evidenceHash, uint256 fraction, bytes[] calldata signatures)
-        external
-        returns (bytes32 id)
-    {
+    function propose(
+        address provider,
+        bytes32 evidenceHash,
+        uint256 fraction,
+        uint64 deadline,
+        bytes[] calldata signatures
+    ) external returns (bytes32 id) {
+        if (block.timestamp > deadline) revert SignatureExpired(deadline);
         id = proposalId(provider, evidenceHash);
         Proposal storage p = proposals[id];
         if (p.status != Status.None) revert AlreadyProposed(id);
@@ -108,17 +120,7 @@ contract Slashing is EIP712 {
         (Registry.Role role,,,) = registry.stakes(provider);
         if (role != Registry.Role.Provider) revert NotProvider(provider);
 
-        uint256 quorum = params.checkerQuorum();
-        if (signatures.length < quorum) revert NoQuorum(signatures.length, quorum);
-        bytes32 digest = slashDigest(provider, evidenceHash, fraction);
-        address last;
-        for (uint256 i = 0; i < signatures.length; i++) {
-            address signer = ECDSA.recover(digest, signatures[i]);
-            if (signer <= last) revert SignersNotIncreasing(signer);
-            if (!registry.isStakedChecker(signer)) revert NotStakedChecker(signer);
-            last = signer;
-            p.signers.push(signer);
-        }
+        _recordSigners(p, slashDigest(provider, evidenceHash, fraction, deadline), signatures);
 
         p.provider = provider;
         p.status = Status.Pending;
@@ -129,6 +131,21 @@ contract Slashing is EIP712 {
         p.executeAfter = after_;
         p.expiresAt = expires;
         emit SlashProposed(id, provider, evidenceHash, fraction, after_, expires, p.signers);
+    }
+
+    /// Checks quorum: at least `params.checkerQuorum()` signatures of `digest`, from staked
+    /// checkers in strictly increasing address order; stores the signers in `p`.
+    function _recordSigners(Proposal storage p, bytes32 digest, bytes[] calldata signatures) private {
+        uint256 quorum = params.checkerQuorum();
+        if (signatures.length < quorum) revert NoQuorum(signatures.length, quorum);
+        address last;
+        for (uint256 i = 0; i < signatures.length; i++) {
+            address signer = ECDSA.recover(digest, signatures[i]);
+            if (signer <= last) revert SignersNotIncreasing(signer);
+            if (!registry.isStakedChecker(signer)) revert NotStakedChecker(signer);
+            last = signer;
+            p.signers.push(signer);
+        }
     }
 
     function execute(bytes32 id) external returns (uint256 amount) {

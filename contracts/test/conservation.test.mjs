@@ -6,7 +6,7 @@
 import { test, before } from 'node:test';
 import assert from 'node:assert/strict';
 import {
-  accounts, deployAll, read, send, reverts, bind, stakeAs, depositFor, signVoucher, slashSignatures, increaseTime, pub, ROLE, TOKEN,
+  accounts, deployAll, read, send, reverts, bind, stakeAs, depositFor, signVoucher, slashSignatures, FAR_DEADLINE, increaseTime, pub, ROLE, TOKEN,
   DEFAULT_PARAMS, viem,
 } from './lib.mjs';
 
@@ -144,9 +144,9 @@ test(`token conservation over ${STEPS} random steps (seed ${SEED})`, { timeout: 
     } else if (r < 0.87) {
       op = 'slash';
       const provider = pick(providers);
-      const s = { provider: provider.address, evidenceHash: viem.keccak256(viem.toHex(`evidence ${SEED} ${evidenceN++}`)), fraction: BigInt(1 + Math.floor(rand() * Number(DEFAULT_PARAMS.slashFraction))) };
+      const s = { provider: provider.address, evidenceHash: viem.keccak256(viem.toHex(`evidence ${SEED} ${evidenceN++}`)), fraction: BigInt(1 + Math.floor(rand() * Number(DEFAULT_PARAMS.slashFraction))), deadline: FAR_DEADLINE };
       const signers = [...checkers].sort(() => rand() - 0.5).slice(0, 2);
-      const rc = await send(pick(accounts), sys.slashing, 'propose', [s.provider, s.evidenceHash, s.fraction, await slashSignatures(sys, signers, s)]);
+      const rc = await send(pick(accounts), sys.slashing, 'propose', [s.provider, s.evidenceHash, s.fraction, s.deadline, await slashSignatures(sys, signers, s)]);
       const [ev] = viem.parseEventLogs({ abi: sys.slashing.abi, logs: rc.logs, eventName: 'SlashProposed' });
       await increaseTime(DEFAULT_PARAMS.challengeWindow);
       await send(pick(accounts), sys.slashing, 'execute', [ev.args.id]);

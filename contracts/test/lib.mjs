@@ -123,8 +123,11 @@ export const SLASH_TYPES = {
     { name: 'provider', type: 'address' },
     { name: 'evidenceHash', type: 'bytes32' },
     { name: 'fraction', type: 'uint256' },
+    { name: 'deadline', type: 'uint64' },
   ],
 };
+/// A Slash deadline that never passes (the largest uint64).
+export const FAR_DEADLINE = 2n ** 64n - 1n;
 
 export async function signVoucher(robotAccount, escrow, v) {
   return robotAccount.signTypedData({ domain: domain(escrow.address), types: VOUCHER_TYPES, primaryType: 'Voucher', message: v });
@@ -182,6 +185,9 @@ export async function depositFor(sys, from, robot, provider, amount) {
   await approve(from, sys, sys.escrow, amount);
   return send(from, sys.escrow, 'deposit', [robot.address ?? robot, provider.address ?? provider, amount]);
 }
+
+/// Slashing.propose's arguments for the slash `s` and its signatures.
+export const proposeArgs = (s, signatures) => [s.provider, s.evidenceHash, s.fraction, s.deadline, signatures];
 
 /// Signs a slash by each checker, sorted by address as Slashing.propose wants.
 export async function slashSignatures(sys, checkers, s) {

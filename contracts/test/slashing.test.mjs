@@ -1,0 +1,70 @@
+// The slashing rules the security review asked for: signatures with a deadline; a front-run
+// with a tiny fraction cannot burn the evidence, and one evidence never takes more than the cap;
+// parallel slashes of a provider take at most slashFraction per cap window; a pending slash
+// freezes the provider's unbonded stake.
+import { test, before } from 'node:test';
+import assert from 'node:assert/strict';
+import {
+  accounts, deployAll, read, send, reverts, bind, stakeAs, slashSignatures, proposeArgs, increaseTime, pub, ROLE, TOKEN,
+  DEFAULT_PARAMS, FAR_DEADLINE, parseEventLogs, viem,
+} from './lib.mjs';
+
+let sys;
+const checkers = [accounts[2], accounts[3], accounts[4]];
+const sybils = [accounts[5], accounts[6]]; // staked checkers too: the contract cannot tell them apart
+const outsider = accounts[7];
+let nextProvider = 8;
+let evidenceN = 0;
+const evidence = () => viem.keccak256(viem.toHex(`slashing evidence ${evidenceN++}`));
+const now = async () => BigInt((await pub.getBlock()).timestamp);
+const stakeOf = async (a) => {
+  const [role, unbondAt, active, unbonding] = await read(sys.registry, 'stakes', [a.address ?? a]);
+  return { role, unbondAt, active, unbonding, total: active + unbonding };
+};
+
+/// A fresh provider staked with `amount`.
+async function newProvider(amount = 1000n * TOKEN) {
+  const p = accounts[nextProvider++];
+  await bind(sys, p);
+  await stakeAs(sys, p, ROLE.Provider, amount);
+  return p;
+}
+
+/// Proposes `s` signed by `signers`; returns the proposal id.
+async function propose(s, signers = checkers.slice(0, 2)) {
+  const rc = await send(outsider, sys.slashing, 'propose', proposeArgs(s, await slashSignatures(sys, signers, s)));
+  const [ev] = parseEventLogs({ abi: sys.slashing.abi, logs: rc.logs, eventName: 'SlashProposed' });
+  return ev.args.id;
+}
+
+before(async () => {
+  sys = await deployAll();
+  for (const c of [...checkers, ...sybils]) {
+    await bind(sys, c);
+    await stakeAs(sys, c, ROLE.Checker, 100n * TOKEN);
+  }
+});
+
+test('slash signatures carry a deadline and are refused after it', async () => {
+  const p = await newProvider();
+  const t = await now();
+  const s = { provider: p.address, evidenceHash: evidence(), fraction: 500n, deadline: t + 100n };
+  const sigs = await slashSignatures(sys, checkers.slice(0, 2), s);
+  // The digest is over the deadline: the same signatures with another deadline recover others.
+  await reverts(send(outsider, sys.slashing, 'propose', proposeArgs({ ...s, deadline: s.deadline + 1n }, sigs)), 'NotStakedChecker');
+  assert.equal(
+    await read(sys.slashing, 'slashDigest', [s.provider, s.evidenceHash, s.fraction, s.deadline]),
+    viem.hashTypedData({
+      domain: { name: 'Ganglion', version: '1', chainId: 31337, verifyingContract: sys.slashing.address },
+      types: { Slash: [{ name: 'provider', type: 'address' }, { name: 'evidenceHash', type: 'bytes32' }, { name: 'fraction', type: 'uint256' }, { name: 'deadline', type: 'uint64' }] },
+      primaryType: 'Slash',
+      message: s,
+    }),
+  );
+  await increaseTime(101n);
+  assert.ok((await now()) > s.deadline);
+  await reverts(send(outsider, sys.slashing, 'propose', proposeArgs(s, sigs)), 'SignatureExpired');
+  // Re-signed with a later deadline it goes through.
+  const s2 = { ...s, deadline: (await now()) + 60n };
+  await send(outsider, sys.slashing, 'propose', proposeArgs(s2, await slashSignatures(sys, checkers.slice(0, 2), s2)));
+});
