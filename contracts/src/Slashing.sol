@@ -22,7 +22,15 @@ import {Registry} from "./Registry.sol";
 ///   1. propose(provider, evidenceHash, fraction, deadline, signatures): anyone submits at least
 ///      `params.checkerQuorum()` signatures, from distinct staked checkers, given in strictly
 ///      increasing signer-address order (which is how distinctness is checked). Refused without
-///      quorum. A (provider, evidenceHash) pair can be proposed once, ever.
+///      quorum. A proposal is identified by (provider, evidenceHash, fraction) and made once,
+///      ever; the same evidence may be proposed again with another fraction, so a quorum (of
+///      sybils, say) that front-runs the real slash with a tiny fraction cannot burn the
+///      evidence: the real fraction is still proposable.
+///   Per (provider, evidenceHash) the contract keeps what its executed slashes took
+///   (`evidenceSlashed`, bps): executing a proposal takes only `fraction − evidenceSlashed` (nothing
+///   if that is ≤ 0; it is then marked executed, taking nothing), and a new proposal must ask for
+///   more than was taken (`NothingToSlash`). So one evidence takes in total at most the largest
+///   fraction proposed for it, itself at most `slashFraction`.
 ///   2. Challenge window, `params.challengeWindow()` seconds from the proposal: the slash cannot
 ///      execute. During it, governance (the owner of Params, i.e. the timelock after a vote) may
 ///      cancel it: that is the appeal. The window must therefore exceed the governance
@@ -58,6 +66,8 @@ contract Slashing is EIP712 {
     Registry public immutable registry;
 
     mapping(bytes32 id => Proposal) private proposals;
+    /// Bps taken so far by the executed slashes of keccak256(abi.encode(provider, evidenceHash)).
+    mapping(bytes32 evidenceKey => uint256) private taken;
 
     event SlashProposed(
         bytes32 indexed id,
@@ -82,14 +92,20 @@ contract Slashing is EIP712 {
     error Expired(uint64 expiresAt);
     error NotGovernance();
     error SignatureExpired(uint64 deadline);
+    error NothingToSlash(uint256 alreadyTaken);
 
     constructor(Params params_, Registry registry_) EIP712("Ganglion", "1") {
         params = params_;
         registry = registry_;
     }
 
-    function proposalId(address provider, bytes32 evidenceHash) public pure returns (bytes32) {
-        return keccak256(abi.encode(provider, evidenceHash));
+    function proposalId(address provider, bytes32 evidenceHash, uint256 fraction) public pure returns (bytes32) {
+        return keccak256(abi.encode(provider, evidenceHash, fraction));
+    }
+
+    /// Bps of the provider's stake that the executed slashes of this evidence took in total.
+    function evidenceSlashed(address provider, bytes32 evidenceHash) public view returns (uint256) {
+        return taken[keccak256(abi.encode(provider, evidenceHash))];
     }
 
     function slashDigest(address provider, bytes32 evidenceHash, uint256 fraction, uint64 deadline)
@@ -112,11 +128,13 @@ contract Slashing is EIP712 {
         bytes[] calldata signatures
     ) external returns (bytes32 id) {
         if (block.timestamp > deadline) revert SignatureExpired(deadline);
-        id = proposalId(provider, evidenceHash);
+        id = proposalId(provider, evidenceHash, fraction);
         Proposal storage p = proposals[id];
         if (p.status != Status.None) revert AlreadyProposed(id);
         uint256 max = params.slashFraction();
         if (fraction == 0 || fraction > max) revert BadFraction(fraction, max);
+        uint256 done = evidenceSlashed(provider, evidenceHash);
+        if (fraction <= done) revert NothingToSlash(done);
         (Registry.Role role,,,) = registry.stakes(provider);
         if (role != Registry.Role.Provider) revert NotProvider(provider);
 
@@ -160,7 +178,13 @@ contract Slashing is EIP712 {
         uint256 quorum = params.checkerQuorum();
         if (still < quorum) revert NoQuorum(still, quorum);
         p.status = Status.Executed;
-        amount = registry.slash(p.provider, p.fraction);
+        bytes32 key = keccak256(abi.encode(p.provider, p.evidenceHash));
+        uint256 done = taken[key];
+        if (p.fraction > done) {
+            uint256 take = p.fraction - done;
+            taken[key] = done + take;
+            amount = registry.slash(p.provider, take);
+        }
         emit SlashExecuted(id, p.provider, amount);
     }
 

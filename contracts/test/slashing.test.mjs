@@ -68,3 +68,38 @@ test('slash signatures carry a deadline and are refused after it', async () => {
   const s2 = { ...s, deadline: (await now()) + 60n };
   await send(outsider, sys.slashing, 'propose', proposeArgs(s2, await slashSignatures(sys, checkers.slice(0, 2), s2)));
 });
+
+test('a front-run with a tiny fraction cannot burn the evidence; one evidence takes at most its largest fraction', async () => {
+  const p = await newProvider();
+  const ev = evidence();
+  // A quorum of sybil (but staked) checkers proposes the evidence first, with 0.01 %.
+  const tiny = { provider: p.address, evidenceHash: ev, fraction: 1n, deadline: FAR_DEADLINE };
+  const idTiny = await propose(tiny, sybils);
+  // The real slash of the same evidence can still be proposed.
+  const real = { ...tiny, fraction: 1000n };
+  const idReal = await propose(real, checkers.slice(0, 2));
+  assert.notEqual(idTiny, idReal);
+  assert.equal(await read(sys.slashing, 'proposalId', [p.address, ev, 1000n]), idReal);
+  // The same signatures replayed are the same proposal: refused.
+  await reverts(propose(real, checkers.slice(0, 2)), 'AlreadyProposed');
+  const idMid = await propose({ ...tiny, fraction: 500n }, checkers.slice(1, 3));
+  await increaseTime(DEFAULT_PARAMS.challengeWindow);
+  const s0 = (await stakeOf(p)).total;
+  await send(outsider, sys.slashing, 'execute', [idTiny]);
+  const s1 = (await stakeOf(p)).total;
+  assert.equal(s0 - s1, (s0 * 1n) / 10_000n);
+  // The real slash takes the rest of its fraction: 999 bps.
+  await send(outsider, sys.slashing, 'execute', [idReal]);
+  const s2 = (await stakeOf(p)).total;
+  assert.equal(s1 - s2, (s1 * 999n) / 10_000n);
+  assert.equal(await read(sys.slashing, 'evidenceSlashed', [p.address, ev]), 1000n);
+  // The evidence has taken its largest fraction: the 5 % one executes and takes nothing.
+  const rc = await send(outsider, sys.slashing, 'execute', [idMid]);
+  const [done] = parseEventLogs({ abi: sys.slashing.abi, logs: rc.logs, eventName: 'SlashExecuted' });
+  assert.equal(done.args.amount, 0n);
+  assert.equal((await stakeOf(p)).total, s2);
+  assert.equal(Number((await read(sys.slashing, 'getProposal', [idMid])).status), 2); // Executed
+  // Nor can a new proposal for it at or below what it took.
+  await reverts(propose({ ...tiny, fraction: 999n }, checkers.slice(0, 2)), 'NothingToSlash');
+  await reverts(propose({ ...tiny, fraction: 1000n, deadline: FAR_DEADLINE - 1n }, checkers.slice(0, 2)), 'AlreadyProposed');
+});
