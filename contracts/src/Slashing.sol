@@ -40,6 +40,15 @@ import {Registry} from "./Registry.sol";
 ///      signers are counted again and must still be staked checkers, at least the current quorum
 ///      (a checker that unbonded meanwhile no longer vouches for it).
 ///   4. After that the proposal has expired and is refused for good.
+///   Cap window: per provider, the slashes executed within one cap window take together at most
+///   `params.slashFraction()` bps. A window opens at the first execution after the previous one
+///   closed and lasts `params.challengeWindow()` (as it is then); an execution takes
+///   min(what it asks, what is left of the cap), and reverts `SlashCapReached` when nothing is
+///   left (the proposal stays pending; it may execute in a later window if its execution window
+///   is still open). So many parallel proposals with different evidence, proposed together,
+///   execute together and take at most `slashFraction`; taking more needs proposals spread over
+///   time, each of them open to appeal for a whole challenge window. (Any span shorter than the
+///   window meets at most two windows: at most 2 × slashFraction.)
 /// Both windows are fixed when the slash is proposed.
 contract Slashing is EIP712 {
     bytes32 public constant SLASH_TYPEHASH =
@@ -69,6 +78,14 @@ contract Slashing is EIP712 {
     /// Bps taken so far by the executed slashes of keccak256(abi.encode(provider, evidenceHash)).
     mapping(bytes32 evidenceKey => uint256) private taken;
 
+    struct CapWindow {
+        uint64 end; // the window is [end − challengeWindow, end)
+        uint256 used; // bps taken in it
+    }
+
+    /// Per provider, the current cap window.
+    mapping(address provider => CapWindow) public capWindows;
+
     event SlashProposed(
         bytes32 indexed id,
         address indexed provider,
@@ -93,6 +110,7 @@ contract Slashing is EIP712 {
     error NotGovernance();
     error SignatureExpired(uint64 deadline);
     error NothingToSlash(uint256 alreadyTaken);
+    error SlashCapReached(uint64 windowEnd);
 
     constructor(Params params_, Registry registry_) EIP712("Ganglion", "1") {
         params = params_;
@@ -181,11 +199,26 @@ contract Slashing is EIP712 {
         bytes32 key = keccak256(abi.encode(p.provider, p.evidenceHash));
         uint256 done = taken[key];
         if (p.fraction > done) {
-            uint256 take = p.fraction - done;
+            uint256 take = _takeFromCap(p.provider, p.fraction - done);
             taken[key] = done + take;
             amount = registry.slash(p.provider, take);
         }
         emit SlashExecuted(id, p.provider, amount);
+    }
+
+    /// Books up to `want` bps in the provider's cap window (opening a new window if the last one
+    /// closed) and returns what it booked; reverts when the cap is spent.
+    function _takeFromCap(address provider, uint256 want) private returns (uint256 take) {
+        CapWindow storage w = capWindows[provider];
+        if (block.timestamp >= w.end) {
+            w.end = uint64(block.timestamp + params.challengeWindow());
+            w.used = 0;
+        }
+        uint256 cap = params.slashFraction();
+        uint256 left = cap > w.used ? cap - w.used : 0;
+        if (left == 0) revert SlashCapReached(w.end);
+        take = want < left ? want : left;
+        w.used += take;
     }
 
     /// Governance's appeal: the owner of Params (the timelock) cancels a pending slash before it

@@ -103,3 +103,48 @@ test('a front-run with a tiny fraction cannot burn the evidence; one evidence ta
   await reverts(propose({ ...tiny, fraction: 999n }, checkers.slice(0, 2)), 'NothingToSlash');
   await reverts(propose({ ...tiny, fraction: 1000n, deadline: FAR_DEADLINE - 1n }, checkers.slice(0, 2)), 'AlreadyProposed');
 });
+
+test('parallel slashes of one provider take at most slashFraction per cap window', async () => {
+  const p = await newProvider();
+  const e = [evidence(), evidence(), evidence()];
+  const base = { provider: p.address, deadline: FAR_DEADLINE };
+  const id1 = await propose({ ...base, evidenceHash: e[0], fraction: 600n });
+  const id2 = await propose({ ...base, evidenceHash: e[1], fraction: 600n });
+  const id3 = await propose({ ...base, evidenceHash: e[2], fraction: 1000n });
+  await increaseTime(DEFAULT_PARAMS.challengeWindow);
+  const s0 = (await stakeOf(p)).total;
+  await send(outsider, sys.slashing, 'execute', [id1]);
+  const t1 = await now();
+  const s1 = (await stakeOf(p)).total;
+  assert.equal(s0 - s1, (s0 * 600n) / 10_000n);
+  // The second takes only what is left of the cap: 400 bps, not 600.
+  await send(outsider, sys.slashing, 'execute', [id2]);
+  const s2 = (await stakeOf(p)).total;
+  assert.equal(s1 - s2, (s1 * 400n) / 10_000n);
+  assert.equal(await read(sys.slashing, 'evidenceSlashed', [p.address, e[1]]), 400n);
+  const [end, used] = await read(sys.slashing, 'capWindows', [p.address]);
+  assert.equal(end, t1 + DEFAULT_PARAMS.challengeWindow);
+  assert.equal(used, 1000n);
+  // The third finds the cap spent: it stays pending (and expires unexecuted, the execution
+  // window being shorter than the cap window).
+  await reverts(send(outsider, sys.slashing, 'execute', [id3]), 'SlashCapReached');
+  assert.equal((await stakeOf(p)).total, s2);
+  assert.ok(s0 - s2 <= (s0 * DEFAULT_PARAMS.slashFraction) / 10_000n);
+  await increaseTime(DEFAULT_PARAMS.executionWindow);
+  await reverts(send(outsider, sys.slashing, 'execute', [id3]), 'Expired');
+  // In a later window the cap is fresh: the second evidence is topped up (601 − 400 = 201 bps),
+  // and another slash takes what is left of the new cap (799 of its 1000 bps).
+  const id4 = await propose({ ...base, evidenceHash: e[1], fraction: 601n });
+  // (The same provider, evidence and fraction is proposed once, ever, even if it expired.)
+  await reverts(propose({ ...base, evidenceHash: e[2], fraction: 1000n }), 'AlreadyProposed');
+  const id6 = await propose({ ...base, evidenceHash: e[2], fraction: 999n });
+  await increaseTime(DEFAULT_PARAMS.challengeWindow);
+  await send(outsider, sys.slashing, 'execute', [id4]);
+  const s4 = (await stakeOf(p)).total;
+  assert.equal(s2 - s4, (s2 * 201n) / 10_000n);
+  await send(outsider, sys.slashing, 'execute', [id6]);
+  const s6 = (await stakeOf(p)).total;
+  assert.equal(s4 - s6, (s4 * 799n) / 10_000n);
+  assert.equal((await read(sys.slashing, 'capWindows', [p.address]))[1], 1000n);
+  assert.equal(await read(sys.slashing, 'evidenceSlashed', [p.address, e[2]]), 799n);
+});
