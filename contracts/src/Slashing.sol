@@ -49,6 +49,10 @@ import {Registry} from "./Registry.sol";
 ///   execute together and take at most `slashFraction`; taking more needs proposals spread over
 ///   time, each of them open to appeal for a whole challenge window. (Any span shorter than the
 ///   window meets at most two windows: at most 2 × slashFraction.)
+/// Freeze: while a slash against a provider is pending (proposed, neither executed nor cancelled,
+/// not expired), `frozenUntil(provider)` is non-zero and the Registry refuses to let the provider
+/// withdraw unbonded stake (`SlashPending`), so a matured unbonding cannot be pulled out from
+/// under a slash.
 /// Both windows are fixed when the slash is proposed.
 contract Slashing is EIP712 {
     bytes32 public constant SLASH_TYPEHASH =
@@ -78,13 +82,23 @@ contract Slashing is EIP712 {
     /// Bps taken so far by the executed slashes of keccak256(abi.encode(provider, evidenceHash)).
     mapping(bytes32 evidenceKey => uint256) private taken;
 
+    /// (One storage slot each, so that whether a window opens or an expiry moves changes the gas
+    /// little: a client's gas estimate made a block earlier still holds.)
     struct CapWindow {
         uint64 end; // the window is [end − challengeWindow, end)
-        uint256 used; // bps taken in it
+        uint192 used; // bps taken in it
     }
 
     /// Per provider, the current cap window.
     mapping(address provider => CapWindow) public capWindows;
+
+    struct Freeze {
+        uint64 latestExpiry; // the latest expiry among all the provider's proposals
+        uint192 pending; // proposals not executed or cancelled (expired ones stay counted)
+    }
+
+    /// Per provider, what `frozenUntil` is computed from.
+    mapping(address provider => Freeze) public freezes;
 
     event SlashProposed(
         bytes32 indexed id,
@@ -119,6 +133,17 @@ contract Slashing is EIP712 {
 
     function proposalId(address provider, bytes32 evidenceHash, uint256 fraction) public pure returns (bytes32) {
         return keccak256(abi.encode(provider, evidenceHash, fraction));
+    }
+
+    /// Until when the provider's unbonded stake is frozen (0: not frozen): the latest expiry among
+    /// its proposals while any of them is pending and that expiry is in the future. (It may
+    /// outlast the pending ones by at most the last proposal's own windows: if an earlier
+    /// proposal is left to expire and a later one has executed, it holds until the later one's
+    /// expiry; that never freezes beyond what a pending proposal could.)
+    function frozenUntil(address provider) external view returns (uint64) {
+        Freeze storage f = freezes[provider];
+        if (f.pending == 0 || block.timestamp >= f.latestExpiry) return 0;
+        return f.latestExpiry;
     }
 
     /// Bps of the provider's stake that the executed slashes of this evidence took in total.
@@ -166,6 +191,9 @@ contract Slashing is EIP712 {
         uint64 expires = uint64(after_ + params.executionWindow());
         p.executeAfter = after_;
         p.expiresAt = expires;
+        Freeze storage f = freezes[provider];
+        f.pending += 1;
+        if (expires > f.latestExpiry) f.latestExpiry = expires;
         emit SlashProposed(id, provider, evidenceHash, fraction, after_, expires, p.signers);
     }
 
@@ -196,6 +224,7 @@ contract Slashing is EIP712 {
         uint256 quorum = params.checkerQuorum();
         if (still < quorum) revert NoQuorum(still, quorum);
         p.status = Status.Executed;
+        freezes[p.provider].pending -= 1;
         bytes32 key = keccak256(abi.encode(p.provider, p.evidenceHash));
         uint256 done = taken[key];
         if (p.fraction > done) {
@@ -218,7 +247,7 @@ contract Slashing is EIP712 {
         uint256 left = cap > w.used ? cap - w.used : 0;
         if (left == 0) revert SlashCapReached(w.end);
         take = want < left ? want : left;
-        w.used += take;
+        w.used += uint192(take);
     }
 
     /// Governance's appeal: the owner of Params (the timelock) cancels a pending slash before it
@@ -229,6 +258,7 @@ contract Slashing is EIP712 {
         if (p.status != Status.Pending) revert NotPending(id);
         if (block.timestamp >= p.expiresAt) revert Expired(p.expiresAt);
         p.status = Status.Cancelled;
+        freezes[p.provider].pending -= 1;
         emit SlashCancelled(id);
     }
 }

@@ -36,9 +36,14 @@ export function artifact(name) {
 export const TOKEN = 1_000_000n; // one token in base units (6 decimals)
 
 /// Sends a contract call and waits for its receipt; throws (with the decoded custom error in the
-/// message) when it reverts.
+/// message) when it reverts. The gas limit is the estimate plus a margin, as a wallet sets it:
+/// the estimate is the exact least gas at the latest block's time, and a branch that depends on
+/// the block time (a slash's cap window opening, a later expiry) can cost a little more in the
+/// next block.
 export async function send(account, contract, fn, args = [], opts = {}) {
-  const hash = await wallet(account).writeContract({ address: contract.address, abi: contract.abi, functionName: fn, args, ...opts });
+  const call = { address: contract.address, abi: contract.abi, functionName: fn, args, account, ...opts };
+  const gas = opts.gas ?? ((await pub.estimateContractGas(call)) * 6n) / 5n + 20_000n;
+  const hash = await wallet(account).writeContract({ ...call, gas });
   const receipt = await pub.waitForTransactionReceipt({ hash, pollingInterval: 20 });
   if (receipt.status !== 'success') throw new Error(`${fn} reverted on chain`);
   return receipt;

@@ -148,3 +148,37 @@ test('parallel slashes of one provider take at most slashFraction per cap window
   assert.equal((await read(sys.slashing, 'capWindows', [p.address]))[1], 1000n);
   assert.equal(await read(sys.slashing, 'evidenceSlashed', [p.address, e[2]]), 799n);
 });
+
+test("a pending slash freezes the provider's unbonded stake until it executes or expires", async () => {
+  const p = await newProvider();
+  await send(p, sys.registry, 'requestUnbond', [500n * TOKEN]);
+  await increaseTime(DEFAULT_PARAMS.unbondingDelay); // the unbonding has matured
+  assert.equal(await read(sys.slashing, 'frozenUntil', [p.address]), 0n);
+  const id = await propose({ provider: p.address, evidenceHash: evidence(), fraction: 1000n, deadline: FAR_DEADLINE });
+  const { expiresAt } = await read(sys.slashing, 'getProposal', [id]);
+  assert.equal(await read(sys.slashing, 'frozenUntil', [p.address]), expiresAt);
+  await reverts(send(p, sys.registry, 'withdrawUnbonded'), 'SlashPending');
+  await increaseTime(DEFAULT_PARAMS.challengeWindow);
+  await reverts(send(p, sys.registry, 'withdrawUnbonded'), 'SlashPending');
+  await send(outsider, sys.slashing, 'execute', [id]);
+  assert.equal(await read(sys.slashing, 'frozenUntil', [p.address]), 0n);
+  // 10 % of 1,000 taken from the active 500 first; the 500 unbonding is withdrawable again.
+  assert.equal((await stakeOf(p)).unbonding, 500n * TOKEN);
+  await send(p, sys.registry, 'withdrawUnbonded');
+  assert.equal((await stakeOf(p)).unbonding, 0n);
+
+  // A proposal left to expire freezes only until its expiry.
+  await send(p, sys.registry, 'requestUnbond', [100n * TOKEN]);
+  await increaseTime(DEFAULT_PARAMS.unbondingDelay);
+  const id2 = await propose({ provider: p.address, evidenceHash: evidence(), fraction: 500n, deadline: FAR_DEADLINE });
+  await reverts(send(p, sys.registry, 'withdrawUnbonded'), 'SlashPending');
+  const until = (await read(sys.slashing, 'getProposal', [id2])).expiresAt;
+  await increaseTime(until - (await now()));
+  assert.equal(await read(sys.slashing, 'frozenUntil', [p.address]), 0n);
+  await send(p, sys.registry, 'withdrawUnbonded');
+  // A checker's unbonded stake is never frozen by slashes (they target providers only).
+  const c = checkers[2];
+  await send(c, sys.registry, 'requestUnbond', [1n]);
+  await increaseTime(DEFAULT_PARAMS.unbondingDelay);
+  await send(c, sys.registry, 'withdrawUnbonded');
+});
