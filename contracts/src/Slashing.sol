@@ -19,41 +19,43 @@ import {Registry} from "./Registry.sol";
 /// long after the checker signed it.
 ///
 /// Life of a slash:
-///   1. propose(provider, evidenceHash, fraction, deadline, signatures): anyone submits at least
-///      `params.checkerQuorum()` signatures, from distinct staked checkers, given in strictly
-///      increasing signer-address order (which is how distinctness is checked). Refused without
-///      quorum. A proposal is identified by (provider, evidenceHash, fraction) and made once,
-///      ever; the same evidence may be proposed again with another fraction, so a quorum (of
-///      sybils, say) that front-runs the real slash with a tiny fraction cannot burn the
-///      evidence: the real fraction is still proposable.
-///   Per (provider, evidenceHash) the contract keeps what its executed slashes took
-///   (`evidenceSlashed`, bps): executing a proposal takes only `fraction − evidenceSlashed` (nothing
-///   if that is ≤ 0; it is then marked executed, taking nothing), and a new proposal must ask for
-///   more than was taken (`NothingToSlash`). So one evidence takes in total at most the largest
-///   fraction proposed for it, itself at most `slashFraction`.
+///   1. propose(provider, evidenceHash, fraction, deadline, signatures): anyone submits, by the
+///      deadline, at least `params.checkerQuorum()` signatures, from distinct staked checkers,
+///      given in strictly increasing signer-address order (which is how distinctness is checked).
+///      Refused without quorum. A proposal is identified by (provider, evidenceHash, fraction)
+///      and made once, ever; the same evidence may be proposed again with another fraction, so a
+///      quorum (of sybils, say) that front-runs the real slash with a tiny fraction cannot burn
+///      the evidence: the real fraction is still proposable.
 ///   2. Challenge window, `params.challengeWindow()` seconds from the proposal: the slash cannot
 ///      execute. During it, governance (the owner of Params, i.e. the timelock after a vote) may
 ///      cancel it: that is the appeal. The window must therefore exceed the governance
-///      path (voting delay + voting period + timelock delay) for an appeal to be possible, and
-///      Registry's unbonding delay must exceed the window so the provider cannot withdraw first.
+///      path (voting delay + voting period + timelock delay) for an appeal to be possible.
 ///   3. Execution window, the next `params.executionWindow()` seconds: anyone may execute it; the
 ///      signers are counted again and must still be staked checkers, at least the current quorum
 ///      (a checker that unbonded meanwhile no longer vouches for it).
 ///   4. After that the proposal has expired and is refused for good.
-///   Cap window: per provider, the slashes executed within one cap window take together at most
-///   `params.slashFraction()` bps. A window opens at the first execution after the previous one
-///   closed and lasts `params.challengeWindow()` (as it is then); an execution takes
-///   min(what it asks, what is left of the cap), and reverts `SlashCapReached` when nothing is
-///   left (the proposal stays pending; it may execute in a later window if its execution window
-///   is still open). So many parallel proposals with different evidence, proposed together,
-///   execute together and take at most `slashFraction`; taking more needs proposals spread over
-///   time, each of them open to appeal for a whole challenge window. (Any span shorter than the
-///   window meets at most two windows: at most 2 × slashFraction.)
+/// Both windows are fixed when the slash is proposed.
+///
+/// One evidence: per (provider, evidenceHash) the contract keeps what its executed slashes took
+/// (`evidenceSlashed`, bps). Executing a proposal takes only `fraction − evidenceSlashed`
+/// (nothing if that is ≤ 0: it is then marked executed, taking nothing), and a new proposal must
+/// ask for more than was taken (`NothingToSlash`). So one evidence takes in total at most the
+/// largest fraction proposed for it, itself at most `slashFraction`.
+///
+/// Cap window: per provider, the slashes executed within one cap window take together at most
+/// `params.slashFraction()` bps. A window opens at the first execution after the previous one
+/// closed and lasts `params.challengeWindow()` (as it is then); an execution takes min(what it
+/// asks, what is left of the cap), and reverts `SlashCapReached` when nothing is left (the
+/// proposal stays pending; it may execute in a later window if its execution window is still
+/// open). So many parallel proposals with different evidence, proposed together, execute together
+/// and take at most `slashFraction`; taking more needs proposals spread over time, each of them
+/// open to appeal for a whole challenge window. (Any span shorter than the window meets at most
+/// two windows: at most 2 × slashFraction.)
+///
 /// Freeze: while a slash against a provider is pending (proposed, neither executed nor cancelled,
 /// not expired), `frozenUntil(provider)` is non-zero and the Registry refuses to let the provider
 /// withdraw unbonded stake (`SlashPending`), so a matured unbonding cannot be pulled out from
-/// under a slash.
-/// Both windows are fixed when the slash is proposed.
+/// under a slash. (Params also keeps unbondingDelay > challengeWindow + executionWindow.)
 contract Slashing is EIP712 {
     bytes32 public constant SLASH_TYPEHASH =
         keccak256("Slash(address provider,bytes32 evidenceHash,uint256 fraction,uint64 deadline)");
