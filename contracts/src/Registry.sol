@@ -7,6 +7,12 @@ import {ECDSA} from "@openzeppelin/contracts/utils/cryptography/ECDSA.sol";
 import {MessageHashUtils} from "@openzeppelin/contracts/utils/cryptography/MessageHashUtils.sol";
 import {Params} from "./Params.sol";
 
+/// What the Registry asks the Slashing contract before releasing a provider's unbonded stake.
+interface IStakeFreeze {
+    /// Non-zero while a slash against `provider` is pending: the time until which it holds.
+    function frozenUntil(address provider) external view returns (uint64);
+}
+
 /// @title Ganglion registry: node identities, pay keys and stakes
 /// @notice A binding ties a machine's node identity (its Ed25519 public key, bytes32) to its EVM
 /// address (its pay key). Each key signs the other:
@@ -30,7 +36,9 @@ import {Params} from "./Params.sol";
 /// Stakes: a bound address deposits tokens as a provider or a checker (one role per address).
 /// Unbonding moves stake out of the active amount at once; it can be withdrawn after
 /// `params.unbondingDelay()`, and until then it can still be slashed. The Slashing contract, and
-/// it alone, may slash a provider's stake (active and unbonding).
+/// it alone, may slash a provider's stake (active and unbonding). While a slash against a
+/// provider is pending (Slashing's `frozenUntil`), its unbonded stake cannot be withdrawn, even
+/// once the delay has passed (`SlashPending`).
 contract Registry {
     using SafeERC20 for IERC20;
 
@@ -78,6 +86,7 @@ contract Registry {
     error AmountTooLarge();
     error InsufficientStake(uint256 have, uint256 want);
     error TooEarly(uint64 unbondAt);
+    error SlashPending(uint64 frozenUntil);
     error NotSlashing();
     error SlashingAlreadySet();
     error NotDeployer();
@@ -159,6 +168,10 @@ contract Registry {
         amount = s.unbonding;
         if (amount == 0) revert ZeroAmount();
         if (block.timestamp < s.unbondAt) revert TooEarly(s.unbondAt);
+        if (s.role == Role.Provider && slashing != address(0)) {
+            uint64 until = IStakeFreeze(slashing).frozenUntil(msg.sender);
+            if (until != 0) revert SlashPending(until);
+        }
         s.unbonding = 0;
         token.safeTransfer(msg.sender, amount);
         emit Unbonded(msg.sender, amount);

@@ -242,3 +242,22 @@ test('a matured withdrawal request lapses after its window; a new one needs a ne
   await send(r, sys.escrow, 'withdraw', [provider.address]);
   assert.equal((await bal(r)) - b0, 20n * TOKEN);
 });
+
+test("a reused session id pays only beyond the old session's cumulative (clients pick fresh ids)", async () => {
+  const r = randomAccount();
+  await depositFor(sys, accounts[1], r.address, provider, 100n * TOKEN);
+  const v = { robot: r.address, provider: provider.address, session: 77n, cumulative: 30n * TOKEN };
+  await send(provider, sys.escrow, 'redeem', [v, await signVoucher(r, sys.escrow, v)]);
+  assert.equal(await deposit(r.address), 70n * TOKEN);
+  // A "new" session under the same id, counting from zero again: pays nothing until it passes 30.
+  const again = { ...v, cumulative: 20n * TOKEN };
+  await send(provider, sys.escrow, 'redeem', [again, await signVoucher(r, sys.escrow, again)]);
+  assert.equal(await deposit(r.address), 70n * TOKEN);
+  const more = { ...v, cumulative: 35n * TOKEN };
+  await send(provider, sys.escrow, 'redeem', [more, await signVoucher(r, sys.escrow, more)]);
+  assert.equal(await deposit(r.address), 65n * TOKEN, 'only 35 − 30 is paid');
+  // A fresh session id starts from zero.
+  const fresh = { ...v, session: 78n, cumulative: 20n * TOKEN };
+  await send(provider, sys.escrow, 'redeem', [fresh, await signVoucher(r, sys.escrow, fresh)]);
+  assert.equal(await deposit(r.address), 45n * TOKEN);
+});

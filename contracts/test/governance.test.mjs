@@ -2,7 +2,7 @@
 import { test, before } from 'node:test';
 import assert from 'node:assert/strict';
 import {
-  accounts, deployAll, read, send, reverts, bind, stakeAs, slashSignatures, increaseTime, testClient, pub, ROLE, TOKEN,
+  accounts, deployAll, read, send, reverts, bind, stakeAs, slashSignatures, FAR_DEADLINE, increaseTime, testClient, pub, ROLE, TOKEN,
   DEFAULT_PARAMS, GOV, parseEventLogs, viem,
 } from './lib.mjs';
 
@@ -52,9 +52,10 @@ test('a proposal, a vote and the timelock change every parameter, and can cancel
   await bind(sys, provider);
   await stakeAs(sys, provider, ROLE.Provider, 500n * TOKEN);
   for (const c of checkers) { await bind(sys, c); await stakeAs(sys, c, ROLE.Checker, 100n * TOKEN); }
-  const s = { provider: provider.address, evidenceHash: viem.keccak256(viem.toHex('disputed')), fraction: 1000n };
-  const pr = await send(outsider, sys.slashing, 'propose', [s.provider, s.evidenceHash, s.fraction, await slashSignatures(sys, checkers, s)]);
+  const s = { provider: provider.address, evidenceHash: viem.keccak256(viem.toHex('disputed')), fraction: 1000n, deadline: FAR_DEADLINE };
+  const pr = await send(outsider, sys.slashing, 'propose', [s.provider, s.evidenceHash, s.fraction, s.deadline, await slashSignatures(sys, checkers, s)]);
   const [slashEv] = parseEventLogs({ abi: sys.slashing.abi, logs: pr.logs, eventName: 'SlashProposed' });
+  assert.ok((await read(sys.slashing, 'frozenUntil', [provider.address])) > 0n, 'a pending slash freezes the stake');
 
   const wanted = {
     setMinProviderStake: 250n * TOKEN, setMinCheckerStake: 75n * TOKEN, setSlashFraction: 2500n, setCheckerQuorum: 3n,
@@ -99,6 +100,7 @@ test('a proposal, a vote and the timelock change every parameter, and can cancel
   }
   const p = await read(sys.slashing, 'getProposal', [slashEv.args.id]);
   assert.equal(Number(p.status), 3); // Cancelled
+  assert.equal(await read(sys.slashing, 'frozenUntil', [provider.address]), 0n, 'the cancelled slash no longer freezes it');
   await increaseTime(DEFAULT_PARAMS.challengeWindow);
   await reverts(send(outsider, sys.slashing, 'execute', [slashEv.args.id]), 'NotPending');
   assert.ok((await pub.getBlockNumber()) > 0n);

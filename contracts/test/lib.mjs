@@ -36,9 +36,14 @@ export function artifact(name) {
 export const TOKEN = 1_000_000n; // one token in base units (6 decimals)
 
 /// Sends a contract call and waits for its receipt; throws (with the decoded custom error in the
-/// message) when it reverts.
+/// message) when it reverts. The gas limit is the estimate plus a margin, as a wallet sets it:
+/// the estimate is the exact least gas at the latest block's time, and a branch that depends on
+/// the block time (a slash's cap window opening, a later expiry) can cost a little more in the
+/// next block.
 export async function send(account, contract, fn, args = [], opts = {}) {
-  const hash = await wallet(account).writeContract({ address: contract.address, abi: contract.abi, functionName: fn, args, ...opts });
+  const call = { address: contract.address, abi: contract.abi, functionName: fn, args, account, ...opts };
+  const gas = opts.gas ?? ((await pub.estimateContractGas(call)) * 6n) / 5n + 20_000n;
+  const hash = await wallet(account).writeContract({ ...call, gas });
   const receipt = await pub.waitForTransactionReceipt({ hash, pollingInterval: 20 });
   if (receipt.status !== 'success') throw new Error(`${fn} reverted on chain`);
   return receipt;
@@ -123,8 +128,11 @@ export const SLASH_TYPES = {
     { name: 'provider', type: 'address' },
     { name: 'evidenceHash', type: 'bytes32' },
     { name: 'fraction', type: 'uint256' },
+    { name: 'deadline', type: 'uint64' },
   ],
 };
+/// A Slash deadline that never passes (the largest uint64).
+export const FAR_DEADLINE = 2n ** 64n - 1n;
 
 export async function signVoucher(robotAccount, escrow, v) {
   return robotAccount.signTypedData({ domain: domain(escrow.address), types: VOUCHER_TYPES, primaryType: 'Voucher', message: v });
@@ -182,6 +190,9 @@ export async function depositFor(sys, from, robot, provider, amount) {
   await approve(from, sys, sys.escrow, amount);
   return send(from, sys.escrow, 'deposit', [robot.address ?? robot, provider.address ?? provider, amount]);
 }
+
+/// Slashing.propose's arguments for the slash `s` and its signatures.
+export const proposeArgs = (s, signatures) => [s.provider, s.evidenceHash, s.fraction, s.deadline, signatures];
 
 /// Signs a slash by each checker, sorted by address as Slashing.propose wants.
 export async function slashSignatures(sys, checkers, s) {

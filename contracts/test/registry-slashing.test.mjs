@@ -3,7 +3,7 @@
 import { test, before } from 'node:test';
 import assert from 'node:assert/strict';
 import {
-  accounts, deployAll, read, send, reverts, bind, nodeKey, verifyNodeSignature, stakeAs, slashSignatures, signSlash,
+  accounts, deployAll, read, send, reverts, bind, nodeKey, verifyNodeSignature, stakeAs, slashSignatures, FAR_DEADLINE, signSlash,
   increaseTime, ROLE, TOKEN, DEFAULT_PARAMS, parseEventLogs, viem,
 } from './lib.mjs';
 
@@ -89,34 +89,34 @@ test('only the Slashing contract may slash; setSlashing happens once', async () 
 const evidence = (tag) => viem.keccak256(viem.toHex(`evidence file ${tag}`));
 
 test('slashing is refused without quorum, with repeated or unstaked signers, or a too large fraction', async () => {
-  const s = { provider: provider.address, evidenceHash: evidence('a'), fraction: 500n };
+  const s = { provider: provider.address, evidenceHash: evidence('a'), fraction: 500n, deadline: FAR_DEADLINE };
   const sigs = await slashSignatures(sys, checkers, s);
-  await reverts(send(outsider, sys.slashing, 'propose', [s.provider, s.evidenceHash, s.fraction, [sigs[0]]]), 'NoQuorum');
-  await reverts(send(outsider, sys.slashing, 'propose', [s.provider, s.evidenceHash, s.fraction, [sigs[0], sigs[0]]]), 'SignersNotIncreasing');
-  await reverts(send(outsider, sys.slashing, 'propose', [s.provider, s.evidenceHash, s.fraction, [sigs[1], sigs[0]]]), 'SignersNotIncreasing');
+  await reverts(send(outsider, sys.slashing, 'propose', [s.provider, s.evidenceHash, s.fraction, s.deadline, [sigs[0]]]), 'NoQuorum');
+  await reverts(send(outsider, sys.slashing, 'propose', [s.provider, s.evidenceHash, s.fraction, s.deadline, [sigs[0], sigs[0]]]), 'SignersNotIncreasing');
+  await reverts(send(outsider, sys.slashing, 'propose', [s.provider, s.evidenceHash, s.fraction, s.deadline, [sigs[1], sigs[0]]]), 'SignersNotIncreasing');
   // An unstaked signer (bound or not) does not count.
   const [bad] = await slashSignatures(sys, [outsider], s);
   const mixed = [[sigs[0], checkers[0]], [bad, outsider]].sort((x, y) => (BigInt(x[1].address) < BigInt(y[1].address) ? -1 : 1)).map((x) => x[0]);
-  await reverts(send(outsider, sys.slashing, 'propose', [s.provider, s.evidenceHash, s.fraction, mixed]), 'NotStakedChecker');
+  await reverts(send(outsider, sys.slashing, 'propose', [s.provider, s.evidenceHash, s.fraction, s.deadline, mixed]), 'NotStakedChecker');
   // Signatures over another fraction or evidence do not match.
-  await reverts(send(outsider, sys.slashing, 'propose', [s.provider, s.evidenceHash, 400n, sigs]), 'NotStakedChecker');
+  await reverts(send(outsider, sys.slashing, 'propose', [s.provider, s.evidenceHash, 400n, s.deadline, sigs]), 'NotStakedChecker');
   const big = { ...s, fraction: DEFAULT_PARAMS.slashFraction + 1n };
-  await reverts(send(outsider, sys.slashing, 'propose', [big.provider, big.evidenceHash, big.fraction, await slashSignatures(sys, checkers, big)]), 'BadFraction');
+  await reverts(send(outsider, sys.slashing, 'propose', [big.provider, big.evidenceHash, big.fraction, big.deadline, await slashSignatures(sys, checkers, big)]), 'BadFraction');
   // A checker cannot be "slashed" as a provider.
   const notProv = { ...s, provider: checkers[0].address };
-  await reverts(send(outsider, sys.slashing, 'propose', [notProv.provider, notProv.evidenceHash, notProv.fraction, await slashSignatures(sys, checkers, notProv)]), 'NotProvider');
+  await reverts(send(outsider, sys.slashing, 'propose', [notProv.provider, notProv.evidenceHash, notProv.fraction, notProv.deadline, await slashSignatures(sys, checkers, notProv)]), 'NotProvider');
 });
 
 test('a slash executes only after the challenge window and before it expires; the evidence hash is on chain', async () => {
-  const s = { provider: provider.address, evidenceHash: evidence('b'), fraction: DEFAULT_PARAMS.slashFraction };
+  const s = { provider: provider.address, evidenceHash: evidence('b'), fraction: DEFAULT_PARAMS.slashFraction, deadline: FAR_DEADLINE };
   const sigs = await slashSignatures(sys, checkers.slice(0, 2), s);
-  const r = await send(outsider, sys.slashing, 'propose', [s.provider, s.evidenceHash, s.fraction, sigs]);
+  const r = await send(outsider, sys.slashing, 'propose', [s.provider, s.evidenceHash, s.fraction, s.deadline, sigs]);
   const [ev] = parseEventLogs({ abi: sys.slashing.abi, logs: r.logs, eventName: 'SlashProposed' });
   const id = ev.args.id;
   const p = await read(sys.slashing, 'getProposal', [id]);
   assert.equal(p.evidenceHash, s.evidenceHash);
   assert.equal(p.signers.length, 2);
-  await reverts(send(outsider, sys.slashing, 'propose', [s.provider, s.evidenceHash, s.fraction, sigs]), 'AlreadyProposed');
+  await reverts(send(outsider, sys.slashing, 'propose', [s.provider, s.evidenceHash, s.fraction, s.deadline, sigs]), 'AlreadyProposed');
   await reverts(send(outsider, sys.slashing, 'execute', [id]), 'InChallengeWindow');
   await reverts(send(outsider, sys.slashing, 'cancel', [id]), 'NotGovernance');
   await increaseTime(DEFAULT_PARAMS.challengeWindow - 5n);
@@ -133,7 +133,7 @@ test('a slash executes only after the challenge window and before it expires; th
 
   // Another one left past its execution window expires.
   const s2 = { ...s, evidenceHash: evidence('c') };
-  const r2 = await send(outsider, sys.slashing, 'propose', [s2.provider, s2.evidenceHash, s2.fraction, await slashSignatures(sys, checkers, s2)]);
+  const r2 = await send(outsider, sys.slashing, 'propose', [s2.provider, s2.evidenceHash, s2.fraction, s2.deadline, await slashSignatures(sys, checkers, s2)]);
   const [ev2] = parseEventLogs({ abi: sys.slashing.abi, logs: r2.logs, eventName: 'SlashProposed' });
   await increaseTime(DEFAULT_PARAMS.challengeWindow + DEFAULT_PARAMS.executionWindow);
   await reverts(send(outsider, sys.slashing, 'execute', [ev2.args.id]), 'Expired');
@@ -141,9 +141,9 @@ test('a slash executes only after the challenge window and before it expires; th
 });
 
 test('a slash whose signers unbonded meanwhile lacks quorum at execution', async () => {
-  const s = { provider: provider.address, evidenceHash: evidence('d'), fraction: 100n };
+  const s = { provider: provider.address, evidenceHash: evidence('d'), fraction: 100n, deadline: FAR_DEADLINE };
   const two = checkers.slice(1, 3);
-  const r = await send(outsider, sys.slashing, 'propose', [s.provider, s.evidenceHash, s.fraction, await slashSignatures(sys, two, s)]);
+  const r = await send(outsider, sys.slashing, 'propose', [s.provider, s.evidenceHash, s.fraction, s.deadline, await slashSignatures(sys, two, s)]);
   const [ev] = parseEventLogs({ abi: sys.slashing.abi, logs: r.logs, eventName: 'SlashProposed' });
   await send(two[0], sys.registry, 'requestUnbond', [100n * TOKEN]);
   await increaseTime(DEFAULT_PARAMS.challengeWindow);
@@ -158,9 +158,9 @@ test('unbonding stake can still be slashed', async () => {
   const c = accounts[11];
   await bind(sys, c);
   await stakeAs(sys, c, ROLE.Checker, 100n * TOKEN);
-  const s = { provider: p.address, evidenceHash: evidence('e'), fraction: 1000n };
+  const s = { provider: p.address, evidenceHash: evidence('e'), fraction: 1000n, deadline: FAR_DEADLINE };
   const live = [checkers[0], c];
-  const r = await send(outsider, sys.slashing, 'propose', [s.provider, s.evidenceHash, s.fraction, await slashSignatures(sys, live, s)]);
+  const r = await send(outsider, sys.slashing, 'propose', [s.provider, s.evidenceHash, s.fraction, s.deadline, await slashSignatures(sys, live, s)]);
   const [ev] = parseEventLogs({ abi: sys.slashing.abi, logs: r.logs, eventName: 'SlashProposed' });
   await increaseTime(DEFAULT_PARAMS.challengeWindow);
   await send(outsider, sys.slashing, 'execute', [ev.args.id]);
