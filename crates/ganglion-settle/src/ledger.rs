@@ -9,8 +9,7 @@
 //! - [`Ledger::behind`] is what is owed and not yet covered by a voucher; a provider stops
 //!   serving a session that is more than its allowance behind.
 //! - The ledger holds at most [`SESSIONS_MAX`] sessions; closed ones keep their latest voucher
-//!   until [`Ledger::take_closed`] hands them to settlement, or until the escrow has paid it
-//!   ([`Ledger::settled`]).
+//!   until [`Ledger::take_closed`] hands them to settlement.
 //! - [`Ledger::unsettled`] is what a redemption would still be paid for: each session's latest
 //!   voucher, where it is above what the escrow already paid for that session.
 
@@ -266,19 +265,16 @@ impl Ledger {
         out
     }
 
-    /// Records that the escrow has paid `session` up to `cumulative`; a closed session paid in
-    /// full is forgotten.
+    /// Records that the escrow has paid `session` up to `cumulative`. The session is kept,
+    /// closed or not: a robot may come back to it, and only the kept voucher tells a later one
+    /// from a replay.
     pub fn settled(&mut self, robot: Address, session: u64, cumulative: MicroTokens) {
-        let key = (robot, session);
-        if let Some(account) = self.accounts.get_mut(&key) {
+        if let Some(account) = self.accounts.get_mut(&(robot, session)) {
             account.settled = account.settled.max(cumulative);
-            if !account.open && account.settled >= account.paid() {
-                self.accounts.remove(&key);
-            }
         }
     }
 
-    /// What the escrow has paid over all sessions still in the ledger.
+    /// What the escrow has paid over all sessions.
     pub fn total_settled(&self) -> Option<MicroTokens> {
         self.accounts
             .values()

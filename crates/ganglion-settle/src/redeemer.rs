@@ -106,10 +106,9 @@ impl Redeemer {
                 .redeemed
                 .iter()
                 .any(|r| r.robot == voucher.robot && r.session == voucher.session)
-                || redemption
-                    .skipped
-                    .iter()
-                    .any(|(robot, session, _)| *robot == voucher.robot && *session == voucher.session);
+                || redemption.skipped.iter().any(|(robot, session, _)| {
+                    *robot == voucher.robot && *session == voucher.session
+                });
             if !accounted {
                 let paid = self
                     .settlement

@@ -10,9 +10,7 @@ use std::time::Duration;
 
 use ganglion_settle::chain::ChainError;
 use ganglion_settle::settle::{ParamsConfig, Role, SkipReason, DEV_DEPLOYER_KEY};
-use ganglion_settle::{
-    Address, DeployConfig, Host, Ledger, PayKey, Redeemer, Settlement, Voucher,
-};
+use ganglion_settle::{Address, DeployConfig, Host, Ledger, PayKey, Redeemer, Settlement, Voucher};
 use ganglion_types::{MicroTokens, NodeKey};
 
 const TOKEN: u64 = 1_000_000;
@@ -161,15 +159,28 @@ async fn settles_end_to_end(host: Host) {
 
     // The robot funds its channel to the provider; more than it has is refused.
     chain
-        .deposit(&robot, robot.address(), provider.address(), MicroTokens(10 * TOKEN))
+        .deposit(
+            &robot,
+            robot.address(),
+            provider.address(),
+            MicroTokens(10 * TOKEN),
+        )
         .await
         .expect("deposit");
     let too_much = chain
-        .deposit(&robot, robot.address(), provider.address(), MicroTokens(100 * TOKEN))
+        .deposit(
+            &robot,
+            robot.address(),
+            provider.address(),
+            MicroTokens(100 * TOKEN),
+        )
         .await
         .expect_err("over balance");
     assert!(matches!(too_much, ChainError::Reverted(_)), "{too_much}");
-    assert!(too_much.to_string().contains("ERC20InsufficientBalance"), "{too_much}");
+    assert!(
+        too_much.to_string().contains("ERC20InsufficientBalance"),
+        "{too_much}"
+    );
     let channel = chain
         .channel(robot.address(), provider.address())
         .await
@@ -193,10 +204,13 @@ async fn settles_end_to_end(host: Host) {
     let ledger = Arc::new(Mutex::new(Ledger::new(provider.address(), domain)));
     {
         let mut l = ledger.lock().expect("ledger");
-        l.open(robot.address(), 7, MicroTokens(10 * TOKEN)).expect("open");
+        l.open(robot.address(), 7, MicroTokens(10 * TOKEN))
+            .expect("open");
         for n in 1..=3 {
-            l.answered(robot.address(), 7, MicroTokens(TOKEN)).expect("answer");
-            l.accept(robot.address(), 7, &sign(7, n * TOKEN)).expect("voucher");
+            l.answered(robot.address(), 7, MicroTokens(TOKEN))
+                .expect("answer");
+            l.accept(robot.address(), 7, &sign(7, n * TOKEN))
+                .expect("voucher");
         }
     }
     let mut redeemer = Redeemer::new(Arc::clone(&chain), Arc::new(key(3)), Arc::clone(&ledger));
@@ -205,7 +219,10 @@ async fn settles_end_to_end(host: Host) {
     assert_eq!(round.redeemed.len(), 1);
     assert_eq!(round.gross().0, 3 * TOKEN);
     assert_eq!(round.redeemed[0].fee.0, 3 * TOKEN / 100);
-    assert_eq!(balance(provider.address()).await - before, 3 * TOKEN - 3 * TOKEN / 100);
+    assert_eq!(
+        balance(provider.address()).await - before,
+        3 * TOKEN - 3 * TOKEN / 100
+    );
     assert_eq!(balance(treasury).await, 3 * TOKEN / 100);
     assert!(round.gas_used > 30_000, "gas {}", round.gas_used);
     // Nothing is due twice.
@@ -213,7 +230,10 @@ async fn settles_end_to_end(host: Host) {
     assert!(ledger.lock().expect("ledger").unsettled().is_empty());
 
     // A replayed voucher pays nothing; a forged one and an uncovered one are skipped.
-    let replay = chain.redeem(&sender, &[sign(7, 2 * TOKEN)]).await.expect("replay");
+    let replay = chain
+        .redeem(&sender, &[sign(7, 2 * TOKEN)])
+        .await
+        .expect("replay");
     assert!(replay.redeemed.is_empty() && replay.skipped.is_empty());
     // A voucher whose amount was raised after the robot signed it no longer recovers to the
     // robot.
@@ -242,11 +262,17 @@ async fn settles_end_to_end(host: Host) {
         .request_withdrawal(&robot, provider.address(), rest)
         .await
         .expect("request");
-    let early = chain.withdraw(&robot, provider.address()).await.expect_err("early");
+    let early = chain
+        .withdraw(&robot, provider.address())
+        .await
+        .expect_err("early");
     assert!(early.to_string().contains("TooEarly"), "{early}");
     chain.host().advance(2 * 86_400 + 1).await.expect("advance");
     let robot_before = balance(robot.address()).await;
-    chain.withdraw(&robot, provider.address()).await.expect("withdraw");
+    chain
+        .withdraw(&robot, provider.address())
+        .await
+        .expect("withdraw");
     assert_eq!(balance(robot.address()).await - robot_before, 7 * TOKEN);
     assert_eq!(balance(d.escrow).await, 0);
     assert_eq!(held().await, supply);
@@ -295,11 +321,27 @@ async fn the_embedded_chain_survives_in_its_state_file() {
     let chain = Settlement::at(Host::embedded_at(&path).expect("reopen"), deployment)
         .await
         .expect("at");
-    assert_eq!(chain.balance(robot.address()).await.expect("balance").0, 4 * TOKEN);
-    assert_eq!(chain.balance(deployer.address()).await.expect("balance").0, TOKEN);
+    assert_eq!(
+        chain.balance(robot.address()).await.expect("balance").0,
+        4 * TOKEN
+    );
+    assert_eq!(
+        chain.balance(deployer.address()).await.expect("balance").0,
+        TOKEN
+    );
+    // One process at a time: a second user of the file is refused while the first holds it.
+    let busy = Host::embedded_at(&path).expect_err("in use");
+    assert!(
+        busy.to_string().contains("in use by another process"),
+        "{busy}"
+    );
+    drop(chain);
     // A file that is not a chain is refused with a reason, not a panic.
     std::fs::write(&path, b"{\"chain_id\": 1").expect("write");
     let err = Host::embedded_at(&path).expect_err("garbage");
-    assert!(err.to_string().contains("not an embedded chain state"), "{err}");
+    assert!(
+        err.to_string().contains("not an embedded chain state"),
+        "{err}"
+    );
     let _ = std::fs::remove_dir_all(&dir);
 }

@@ -288,3 +288,50 @@ proptest! {
         prop_assert_eq!(paid, MicroTokens(best));
     }
 }
+
+/// What a redemption is due: each session's latest voucher above what the escrow paid, and
+/// what the escrow paid never goes backwards.
+#[test]
+fn the_ledger_hands_out_what_is_unsettled_and_remembers_what_was_paid() {
+    let mut w = world();
+    let me = w.robot.address();
+    for session in [3, 4] {
+        w.ledger.open(me, session, MicroTokens(1_000)).unwrap();
+        w.ledger.answered(me, session, MicroTokens(100)).unwrap();
+        w.ledger
+            .accept(me, session, &voucher(&w, session, 100))
+            .unwrap();
+    }
+    w.ledger.answered(me, 3, MicroTokens(100)).unwrap();
+    w.ledger.accept(me, 3, &voucher(&w, 3, 200)).unwrap();
+    let due: Vec<_> = w
+        .ledger
+        .unsettled()
+        .iter()
+        .map(|v| (v.voucher.session, v.voucher.cumulative.0))
+        .collect();
+    assert_eq!(due, vec![(3, 200), (4, 100)]);
+    // Paid up to an older voucher: the latest is still due.
+    w.ledger.settled(me, 3, MicroTokens(100));
+    assert_eq!(w.ledger.unsettled().len(), 2);
+    w.ledger.settled(me, 3, MicroTokens(200));
+    w.ledger.settled(me, 4, MicroTokens(100));
+    assert!(w.ledger.unsettled().is_empty());
+    // Settling never goes backwards.
+    w.ledger.settled(me, 3, MicroTokens(50));
+    assert!(w.ledger.unsettled().is_empty());
+    // A closed session paid in full is kept: a robot coming back to it with an old voucher
+    // is told apart from one with a new voucher.
+    w.ledger.close(me, 3);
+    assert_eq!(w.ledger.total_paid(), Some(MicroTokens(300)));
+    assert_eq!(w.ledger.total_settled(), Some(MicroTokens(300)));
+    w.ledger.open(me, 3, MicroTokens(1_000)).unwrap();
+    assert!(matches!(
+        w.ledger.accept(me, 3, &voucher(&w, 3, 200)),
+        Err(LedgerError::NotIncreasing { .. })
+    ));
+    // An open one is kept: more answers and vouchers may come.
+    w.ledger.answered(me, 4, MicroTokens(100)).unwrap();
+    w.ledger.accept(me, 4, &voucher(&w, 4, 200)).unwrap();
+    assert_eq!(w.ledger.unsettled().len(), 1);
+}

@@ -100,6 +100,14 @@ pub struct Args {
     /// re-checks one).
     #[arg(long)]
     evidence: Option<PathBuf>,
+    /// Settle on this JSON-RPC development node (anvil: it must fund accounts through
+    /// `anvil_setBalance`) instead of the embedded EVM. The devnet deploys its own contracts
+    /// there. Plain http:// only.
+    #[arg(long, value_name = "URL")]
+    chain_rpc: Option<String>,
+    /// Seconds between a provider's redemptions of its latest vouchers (one batch each time).
+    #[arg(long, default_value_t = 5.0)]
+    redeem_every_s: f64,
 }
 
 /// Most checkers one devnet runs.
@@ -139,6 +147,9 @@ impl Args {
         if !(0.0..=1.0).contains(&self.misbehave_wrong) {
             bail!("--misbehave-wrong must be a fraction, 0 to 1");
         }
+        if !(self.redeem_every_s >= 0.1 && self.redeem_every_s <= 3600.0) {
+            bail!("--redeem-every-s must be 0.1 to 3600 seconds");
+        }
         if self.misbehave_wrong > 0.0 && self.providers < 2 {
             bail!("--misbehave-wrong makes provider 1 misbehave: it needs --providers 2 or more");
         }
@@ -153,6 +164,7 @@ pub struct ProviderProc {
     pub control: Vec<libp2p::Multiaddr>,
     pub kill: Option<oneshot::Sender<()>>,
     pub alive: Arc<AtomicBool>,
+    pub key: Arc<NodeKey>,
     /// Its vouchers (kept after it is killed: what it would redeem).
     pub ledger: Arc<std::sync::Mutex<ganglion_settle::Ledger>>,
 }
@@ -194,6 +206,7 @@ pub fn start_provider(plan: ProviderPlan) -> anyhow::Result<ProviderProc> {
         .map(|m| nodes::load_model(m))
         .collect::<anyhow::Result<Vec<_>>>()?;
     let key = Arc::new(NodeKey::generate());
+    let node_key = Arc::clone(&key);
     let (ready_tx, ready_rx) = std::sync::mpsc::channel();
     let (kill_tx, kill_rx) = oneshot::channel::<()>();
     let alive = Arc::new(AtomicBool::new(true));
@@ -285,6 +298,7 @@ pub fn start_provider(plan: ProviderPlan) -> anyhow::Result<ProviderProc> {
         control,
         kill: Some(kill_tx),
         alive,
+        key: node_key,
         ledger,
     })
 }
@@ -313,7 +327,19 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         u32::try_from((args.robots * args.redundancy).div_ceil(args.providers) + 1 + args.checkers)
             .unwrap_or(u32::MAX);
     let gpus = ganglion_runtime::accel::Gpus::detect();
-    let domain = crate::pay::devnet_domain()?;
+    let tokio = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()?;
+    let chain = tokio.block_on(crate::settlement::DevChain::start(
+        args.chain_rpc.as_deref(),
+        Duration::from_secs_f64(args.redeem_every_s),
+    ))?;
+    say(format!(
+        "settlement contracts deployed on {}; providers redeem every {} s",
+        chain.describe(),
+        args.redeem_every_s
+    ));
+    let domain = chain.domain();
     let mut providers: Vec<ProviderProc> = Vec::with_capacity(args.providers);
     for index in 0..args.providers {
         // Any node can be a bootstrap peer: each provider joins through the first few started.
@@ -371,18 +397,51 @@ pub fn run(args: Args) -> anyhow::Result<()> {
     let alive: Vec<Arc<AtomicBool>> = providers.iter().map(|p| Arc::clone(&p.alive)).collect();
     let kill_after = args.kill_after_s.unwrap_or(args.duration_s / 2.0);
     let duration = Duration::from_secs_f64(args.duration_s);
+    // Every provider binds its node key on chain, stakes, and redeems on a schedule.
+    let provider_pay = providers
+        .iter()
+        .map(|p| crate::pay::pay_key(&p.key).map(|k| k.address()))
+        .collect::<anyhow::Result<Vec<_>>>()?;
+    tokio.block_on(async {
+        for (i, p) in providers.iter().enumerate() {
+            chain
+                .provider(
+                    format!(
+                        "provider …{} ({})",
+                        p.addr.id.short(),
+                        crate::market::provider_city(i)
+                    ),
+                    &p.key,
+                    Arc::clone(&p.ledger),
+                )
+                .await
+                .with_context(|| format!("provider {i} on chain"))?;
+        }
+        anyhow::Ok(())
+    })?;
 
-    let tokio = tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()?;
     let tally = Arc::new(Tally::default());
-    let (sessions, killed, took, checked) = tokio.block_on(async {
+    let (sessions, killed, took, checked, settlement) = tokio.block_on(async {
         let mut sessions = Vec::new();
         let mut nodes = Vec::new();
         let mut keepers = Vec::new();
         let mut checkers = Vec::new();
         for c in 0..args.checkers {
-            checkers.push(start_checker(&args, c, &bootstrap, &addrs, domain, &say)?);
+            // A checker binds, stakes, and funds a channel to every provider for its probes.
+            let key = nodes::fresh_key();
+            chain
+                .payer(
+                    format!("checker …{}", key.id().short()),
+                    &key,
+                    &provider_pay,
+                    CHECKER_BUDGET,
+                    true,
+                )
+                .await
+                .with_context(|| format!("checker {c} on chain"))?;
+            checkers.push(start_checker(
+                &args, c, key, &bootstrap, &addrs, domain, &say,
+            )?);
         }
         for r in 0..args.robots {
             // Each robot joins the network, waits to hear the providers' offers, and places its
@@ -394,6 +453,17 @@ pub fn run(args: Args) -> anyhow::Result<()> {
                 None,
             )?;
             let (site, at) = crate::market::robot_site(r)?;
+            // Its channel to each provider holds a whole session's budget.
+            chain
+                .payer(
+                    format!("robot {r} ({site})"),
+                    &key,
+                    &provider_pay,
+                    ROBOT_BUDGET,
+                    false,
+                )
+                .await
+                .with_context(|| format!("robot {r} on chain"))?;
             let want = crate::control::Want {
                 robot: at,
                 model,
@@ -573,6 +643,8 @@ pub fn run(args: Args) -> anyhow::Result<()> {
             }
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
+        // The providers' last redemptions, then the books against the chain.
+        let settlement = chain.finish(&ledgers).await?;
         for keeper in keepers {
             keeper.abort();
         }
@@ -587,12 +659,14 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         for c in checkers {
             c.node.stop().await;
         }
-        anyhow::Ok((sessions, killed, took, checked))
+        anyhow::Ok((sessions, killed, took, checked, settlement))
     })?;
 
-    let report = build_report(
+    let mut report = build_report(
         &args, &addrs, &sessions, &tally, killed, took, &ledgers, checked,
     );
+    let exact = settlement.exact;
+    report.settlement = Some(settlement);
     for p in &mut providers {
         if let Some(kill) = p.kill.take() {
             let _ = kill.send(());
@@ -602,6 +676,9 @@ pub fn run(args: Args) -> anyhow::Result<()> {
     if let Some(path) = &args.json {
         report.write_json(path)?;
         say(format!("report written to {}", path.display()));
+    }
+    if !exact {
+        bail!("the books do not match the chain (see MISMATCH above)");
     }
     Ok(())
 }
@@ -664,12 +741,12 @@ fn endpoint_at(
 fn start_checker(
     args: &Args,
     c: usize,
+    key: Arc<NodeKey>,
     bootstrap: &[libp2p::Multiaddr],
     addrs: &[ProviderAddr],
     domain: ganglion_settle::Domain,
     say: &impl Fn(String),
 ) -> anyhow::Result<DevChecker> {
-    let key = nodes::fresh_key();
     let node = ganglion_control::swarm::spawn(
         &key,
         SwarmConfig::with_heartbeat(bootstrap.to_vec(), HEARTBEAT),
@@ -837,6 +914,7 @@ fn build_report(
         sampled: sessions.iter().map(|s| s.sampled()).sum(),
         checkers: checked.lines,
         reputation: checked.reputation,
+        settlement: None,
     }
 }
 

@@ -24,6 +24,10 @@ enum KeysCommand {
     Show {
         #[arg(long)]
         key: PathBuf,
+        /// Print its pay address instead: the Ethereum address of the secp256k1 key derived
+        /// from it, which signs vouchers and holds tokens on chain.
+        #[arg(long)]
+        pay_address: bool,
     },
 }
 
@@ -34,7 +38,14 @@ pub fn run(args: Args) -> anyhow::Result<()> {
             write(&out, &key)?;
             println!("{}", key.id());
         }
-        KeysCommand::Show { key } => println!("{}", load(&key)?.id()),
+        KeysCommand::Show { key, pay_address } => {
+            let key = load(&key)?;
+            if pay_address {
+                println!("{}", crate::pay::pay_key(&key)?.address());
+            } else {
+                println!("{}", key.id());
+            }
+        }
     }
     Ok(())
 }

@@ -7,6 +7,7 @@ mod bench_batch;
 mod bench_gateway;
 mod bench_ingest;
 mod bench_propagation;
+mod chain_cli;
 mod chaos;
 mod checker;
 mod control;
@@ -17,6 +18,7 @@ mod market;
 mod nodes;
 mod pay;
 mod report;
+mod settlement;
 mod sim;
 mod trace;
 
@@ -63,6 +65,29 @@ enum Command {
     /// (models, embeddings), Prometheus metrics and a live dashboard. `--devnet` starts a
     /// network in the same process first.
     Gateway(gateway::Args),
+    /// Deploy the settlement contracts (token, registry, escrow, slashing, governed
+    /// parameters) on the embedded EVM kept in a state file, or on --chain-rpc, and write
+    /// their addresses to --deployment.
+    Deploy(chain_cli::DeployArgs),
+    /// Bind a node key to its pay key on chain and stake tokens as a provider or a checker
+    /// (or start unbonding, or withdraw what has unbonded).
+    Stake(chain_cli::StakeArgs),
+    /// Fund a robot's channel to a provider in the escrow (or ask to withdraw, or withdraw).
+    Deposit(chain_cli::DepositArgs),
+    /// Redeem signed vouchers at the escrow, in batches; replays pay nothing.
+    Redeem(chain_cli::RedeemArgs),
+    /// Show accounts on chain: tokens, gas, binding, stake, and a channel.
+    Balance(chain_cli::BalanceArgs),
+}
+
+/// Runs a settlement command on a small runtime of its own.
+fn on_chain<F: std::future::Future<Output = anyhow::Result<()>>>(
+    run: impl FnOnce() -> F,
+) -> anyhow::Result<()> {
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?
+        .block_on(run())
 }
 
 fn main() -> anyhow::Result<()> {
@@ -84,5 +109,10 @@ fn main() -> anyhow::Result<()> {
         Command::Chaos(args) => chaos::run(args),
         Command::Gateway(args) => gateway::run(args),
         Command::Checker(args) => checker::run(args),
+        Command::Deploy(args) => on_chain(|| chain_cli::deploy(args)),
+        Command::Stake(args) => on_chain(|| chain_cli::stake(args)),
+        Command::Deposit(args) => on_chain(|| chain_cli::deposit(args)),
+        Command::Redeem(args) => on_chain(|| chain_cli::redeem(args)),
+        Command::Balance(args) => on_chain(|| chain_cli::balance(args)),
     }
 }

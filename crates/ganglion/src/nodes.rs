@@ -86,6 +86,17 @@ pub struct ProviderArgs {
     control: crate::control::ControlArgs,
     #[command(flatten)]
     pay: crate::pay::PayArgs,
+    /// Redeem the vouchers this provider holds every SECONDS, in batches, on the chain named
+    /// by --chain-rpc / --chain-state and --deployment (0: never; `ganglion redeem` can redeem
+    /// what --vouchers-out wrote). Its last round runs when the provider stops.
+    #[arg(long, value_name = "SECONDS", default_value_t = 0.0)]
+    redeem_every_s: f64,
+    #[command(flatten)]
+    chain: crate::chain_cli::ChainArgs,
+    /// When the provider stops, write the vouchers not yet redeemed to this new file (JSON,
+    /// for `ganglion redeem`).
+    #[arg(long, value_name = "FILE")]
+    vouchers_out: Option<PathBuf>,
 }
 
 /// Batch maximum on a GPU when the provider does not set one.
@@ -125,6 +136,18 @@ pub fn provider(args: ProviderArgs) -> anyhow::Result<()> {
         "--batch-window-ms must be at most {} ms",
         ganglion_runtime::runtime::BATCH_WINDOW_MAX.as_millis()
     );
+    anyhow::ensure!(
+        args.redeem_every_s == 0.0 || (0.1..=86_400.0).contains(&args.redeem_every_s),
+        "--redeem-every-s must be 0 (never) or 0.1 to 86400 seconds"
+    );
+    if let Some(path) = &args.vouchers_out {
+        // Refuse now rather than after a long run, when the vouchers would have nowhere to go.
+        anyhow::ensure!(
+            !path.exists(),
+            "--vouchers-out {} exists (it is never overwritten)",
+            path.display()
+        );
+    }
     let gpus = ganglion_runtime::accel::Gpus::detect();
     println!("accelerators: {}", ganglion_runtime::accel::describe(&gpus));
     let gpu = match (args.device, ganglion_runtime::backend::gpu_unavailable()) {
@@ -218,9 +241,58 @@ pub fn provider(args: ProviderArgs) -> anyhow::Result<()> {
         println!("robots can use it with: --provider {}@{addr}", key.id());
         let ledger = provider.ledger();
         let stats = provider.stats();
+        let redeemer = if args.redeem_every_s > 0.0 && args.price > 0 {
+            let settlement = args.chain.settlement().await?;
+            if settlement.domain() != args.pay.domain() {
+                bail!(
+                    "vouchers are made out for chain {} and escrow {} (--chain-id, --escrow), but the deployment's escrow is {} on chain {}",
+                    args.pay.domain().chain_id,
+                    args.pay.domain().contract,
+                    settlement.domain().contract,
+                    settlement.domain().chain_id
+                );
+            }
+            println!(
+                "redeeming every {} s on {}",
+                args.redeem_every_s,
+                settlement.host().describe()
+            );
+            let redeemer = ganglion_settle::Redeemer::new(
+                Arc::new(settlement),
+                Arc::new(crate::pay::pay_key(&key)?),
+                Arc::clone(&ledger),
+            );
+            Some(redeemer.spawn(Duration::from_secs_f64(args.redeem_every_s)))
+        } else {
+            None
+        };
         tokio::select! {
             () = provider.serve() => {}
             () = crate::trace::stop_signal() => println!("stopping"),
+        }
+        if let Some((stop, task)) = redeemer {
+            let _ = stop.send(());
+            let t = task.await?;
+            println!(
+                "redeemed {} ({} vouchers, fees {}) in {} transactions, {} gas; {} rounds failed{}",
+                t.paid,
+                t.vouchers,
+                t.fees,
+                t.transactions,
+                t.gas_used,
+                t.errors,
+                t.last_error
+                    .map(|e| format!(" (last: {e})"))
+                    .unwrap_or_default()
+            );
+        }
+        if let Some(path) = &args.vouchers_out {
+            let due = ledger
+                .lock()
+                .map(|l| l.unsettled())
+                .unwrap_or_default();
+            crate::chain_cli::write_new_json(path, &due)?;
+            println!("{} vouchers not yet redeemed written to {}", due.len(), path.display());
         }
         let held = ledger
             .lock()
@@ -574,6 +646,7 @@ pub fn robot(args: RobotArgs) -> anyhow::Result<()> {
             sampled: session.sampled(),
             checkers: Vec::new(),
             reputation: Vec::new(),
+            settlement: None,
             errors: tally.errors(),
             spent_micro: session.status().spent.0,
             vouchers_held_micro: None,

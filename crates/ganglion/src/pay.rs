@@ -11,9 +11,9 @@ use ganglion_types::{MicroTokens, NodeKey};
 /// Chain id of a local development chain (anvil's and hardhat's default).
 pub const DEVNET_CHAIN_ID: u64 = 31_337;
 
-/// The address the first contract deployed by a local development chain's first default
-/// account gets: where the devnet's escrow contract lives.
-pub const DEVNET_ESCROW: &str = "0x5FbDB2315678afecb367f032d93F642f64180aa3";
+/// Where the escrow lands when the development deployer deploys the settlement contracts on a
+/// fresh development chain (the embedded EVM, or a fresh anvil): the devnet's escrow.
+pub const DEVNET_ESCROW: &str = ganglion_settle::settle::DEV_ESCROW;
 
 #[derive(Debug, Clone, clap::Args)]
 pub struct PayArgs {

@@ -182,6 +182,55 @@ pub struct Report {
     pub checkers: Vec<CheckerLine>,
     /// What a robot's node concluded about each provider from the checkers' attestations.
     pub reputation: Vec<ReputationLine>,
+    /// Deposits, redemptions and balances on chain (the devnet only).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub settlement: Option<SettlementReport>,
+}
+
+/// The devnet's settlement: what went into the escrow, what came out, and whether it all adds
+/// up (micro-tokens).
+#[derive(Debug, Clone, Serialize)]
+pub struct SettlementReport {
+    /// The host, chain id and escrow address.
+    pub chain: String,
+    pub deposited_micro: u64,
+    pub channels: usize,
+    /// What the providers' ledgers hold: each session's latest voucher, summed.
+    pub vouchers_micro: u64,
+    /// What the escrow paid out of the channels for them.
+    pub redeemed_micro: u64,
+    pub fees_micro: u64,
+    pub to_providers_micro: u64,
+    pub left_in_channels_micro: u64,
+    pub vouchers_redeemed: u32,
+    pub transactions: u32,
+    pub gas_used: u64,
+    /// Redemption rounds that failed (retried at the next).
+    pub redeem_errors: u32,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub last_error: Option<String>,
+    /// Every funded account's final token balance and its change over the run.
+    pub balances: Vec<BalanceLine>,
+    /// Vouchers = redemptions = what the channels lost = what providers and the treasury
+    /// gained, and the supply is whole.
+    pub exact: bool,
+    pub mismatches: Vec<String>,
+}
+
+/// An account's token balance at the end of a devnet run.
+#[derive(Debug, Clone, Serialize)]
+pub struct BalanceLine {
+    pub who: String,
+    pub address: String,
+    pub tokens_micro: u64,
+    /// Since it was funded, bound, staked and had deposited.
+    pub change_micro: i64,
+    /// A payer's (robot's, checker's) channels: what is left in them.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub in_channels_micro: Option<u64>,
+    /// A payer's channels: what providers redeemed from them.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub spent_micro: Option<u64>,
 }
 
 /// One checker's work.
@@ -341,6 +390,68 @@ impl Report {
                     r.location,
                     flags
                 );
+            }
+        }
+        if let Some(settlement) = &self.settlement {
+            Self::print_settlement(settlement);
+        }
+    }
+
+    fn print_settlement(s: &SettlementReport) {
+        let tokens = |micro: u64| ganglion_types::MicroTokens(micro).to_string();
+        println!("settlement on {}", s.chain);
+        let per_voucher = if s.vouchers_redeemed == 0 {
+            0
+        } else {
+            s.gas_used / u64::from(s.vouchers_redeemed)
+        };
+        println!(
+            "  deposited {} into {} channels; providers' vouchers {}; redeemed {} ({} vouchers in {} transactions, {} gas, {} per voucher)",
+            tokens(s.deposited_micro),
+            s.channels,
+            tokens(s.vouchers_micro),
+            tokens(s.redeemed_micro),
+            s.vouchers_redeemed,
+            s.transactions,
+            s.gas_used,
+            per_voucher
+        );
+        println!(
+            "  to providers {}, fees {} to the treasury, {} left in the channels",
+            tokens(s.to_providers_micro),
+            tokens(s.fees_micro),
+            tokens(s.left_in_channels_micro)
+        );
+        for b in &s.balances {
+            let sign = if b.change_micro < 0 { "-" } else { "+" };
+            let channels = match (b.in_channels_micro, b.spent_micro) {
+                (Some(left), Some(spent)) => format!(
+                    "; in its channels {} (redeemed from them {})",
+                    tokens(left),
+                    tokens(spent)
+                ),
+                _ => String::new(),
+            };
+            println!(
+                "  {:<34} {} balance {} ({sign}{}){channels}",
+                b.who,
+                b.address,
+                tokens(b.tokens_micro),
+                tokens(b.change_micro.unsigned_abs())
+            );
+        }
+        if s.redeem_errors > 0 {
+            println!(
+                "  {} redemption rounds failed and were retried; the last: {}",
+                s.redeem_errors,
+                s.last_error.as_deref().unwrap_or("-")
+            );
+        }
+        if s.exact {
+            println!("  the sums match exactly: vouchers = redemptions = what the channels lost = what providers and the treasury gained; the supply is whole");
+        } else {
+            for m in &s.mismatches {
+                println!("  MISMATCH: {m}");
             }
         }
     }

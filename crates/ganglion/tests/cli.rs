@@ -82,6 +82,106 @@ fn devnet_answers_every_request_while_a_provider_is_killed() {
     assert!(p99 > 0.0 && p99 <= 200.0, "{report}");
     let text = String::from_utf8_lossy(&out.stdout);
     assert!(text.contains("== ganglion report =="), "{text}");
+    settled_exactly(&report);
+    let _ = std::fs::remove_file(json);
+}
+
+/// The devnet's settlement: every voucher the providers hold was redeemed on chain, and the
+/// channels, the providers' and the treasury's balances moved by exactly that.
+fn settled_exactly(report: &serde_json::Value) {
+    let s = &report["settlement"];
+    assert_eq!(s["exact"].as_bool(), Some(true), "{s}");
+    let held = report["vouchers_held_micro"].as_u64().unwrap();
+    assert!(held > 0, "{report}");
+    assert_eq!(s["vouchers_micro"].as_u64(), Some(held), "{s}");
+    assert_eq!(s["redeemed_micro"].as_u64(), Some(held), "{s}");
+    let fees = s["fees_micro"].as_u64().unwrap();
+    assert_eq!(s["to_providers_micro"].as_u64(), Some(held - fees), "{s}");
+    let deposited = s["deposited_micro"].as_u64().unwrap();
+    assert_eq!(
+        s["left_in_channels_micro"].as_u64(),
+        Some(deposited - held),
+        "{s}"
+    );
+    let gained: i64 = s["balances"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|b| b["who"].as_str().unwrap().starts_with("provider"))
+        .map(|b| b["change_micro"].as_i64().unwrap())
+        .sum();
+    assert_eq!(gained, (held - fees) as i64, "{s}");
+    assert!(s["gas_used"].as_u64().unwrap() > 0, "{s}");
+}
+
+/// The same devnet settling on a real anvil node over JSON-RPC instead of the embedded EVM
+/// (`scripts/test` installs anvil and names it in GANGLION_ANVIL; without it, this says why it
+/// did not run, and `GANGLION_REQUIRE_ANVIL=1` makes that a failure).
+#[test]
+fn devnet_settles_on_an_anvil_node_too() {
+    let Ok(anvil) = std::env::var("GANGLION_ANVIL") else {
+        assert!(
+            std::env::var("GANGLION_REQUIRE_ANVIL").as_deref() != Ok("1"),
+            "GANGLION_REQUIRE_ANVIL=1 but GANGLION_ANVIL is not set"
+        );
+        eprintln!("SKIPPED: GANGLION_ANVIL is not set (scripts/test sets it)");
+        return;
+    };
+    let _heavy = heavy();
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let _node = Proc(
+        Command::new(anvil)
+            .args(["--host", "127.0.0.1", "--port", &port.to_string()])
+            .args(["--chain-id", "31337", "--silent", "--hardfork", "cancun"])
+            .stdout(Stdio::null())
+            .spawn()
+            .unwrap(),
+    );
+    let url = format!("http://127.0.0.1:{port}");
+    let start = std::time::Instant::now();
+    while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+        assert!(
+            start.elapsed() < Duration::from_secs(30),
+            "anvil did not start"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let json = temp_path("devnet-anvil.json");
+    let out = ganglion()
+        .args([
+            "devnet",
+            "--providers",
+            "3",
+            "--robots",
+            "1",
+            "--checkers",
+            "0",
+        ])
+        .args([
+            "--rate-hz",
+            "8",
+            "--duration-s",
+            "3",
+            "--redeem-every-s",
+            "1",
+        ])
+        .args(["--chain-rpc", &url, "--quiet", "--json"])
+        .arg(&json)
+        .output()
+        .unwrap();
+    let report = every_request_answered(&out, &json, 20);
+    assert!(
+        report["settlement"]["chain"]
+            .as_str()
+            .unwrap()
+            .contains(&url),
+        "{report}"
+    );
+    settled_exactly(&report);
     let _ = std::fs::remove_file(json);
 }
 
@@ -92,6 +192,15 @@ fn devnet_rejects_impossible_settings_with_a_reason() {
         (&["--rate-hz", "0"][..], "--rate-hz"),
         (&["--deadline-ms", "0"][..], "--deadline-ms"),
         (&["--model", "nope"][..], "nope"),
+        (&["--redeem-every-s", "0"][..], "--redeem-every-s"),
+        (
+            &["--chain-rpc", "https://example.invalid"][..],
+            "https is not supported",
+        ),
+        (
+            &["--chain-rpc", "http://127.0.0.1:1"][..],
+            "cannot reach the chain node",
+        ),
     ] {
         let out = ganglion().arg("devnet").args(args).output().unwrap();
         assert!(!out.status.success());
@@ -639,5 +748,230 @@ fn a_checker_process_probes_a_provider_process_and_reports_it_up() {
         assert!(!out.status.success());
         let err = String::from_utf8_lossy(&out.stderr);
         assert!(err.contains(needle), "{args:?}: {err}");
+    }
+}
+
+fn run_ok<S: AsRef<std::ffi::OsStr> + std::fmt::Debug>(args: &[S]) -> String {
+    let out = ganglion().args(args).output().unwrap();
+    assert!(
+        out.status.success(),
+        "ganglion {:?}: {}{}",
+        args,
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+fn run_err<S: AsRef<std::ffi::OsStr> + std::fmt::Debug>(args: &[S]) -> String {
+    let out = ganglion().args(args).output().unwrap();
+    assert!(!out.status.success(), "ganglion {args:?} should fail");
+    String::from_utf8_lossy(&out.stderr).into_owned()
+}
+
+/// The last "tokens" line `ganglion balance` printed, in micro-tokens.
+fn tokens_in(balance: &str) -> u64 {
+    let line = balance
+        .lines()
+        .find(|l| l.starts_with("tokens"))
+        .unwrap_or_else(|| panic!("no tokens line in {balance}"));
+    let text = line.trim_start_matches("tokens").trim();
+    let (whole, frac) = text.split_once('.').unwrap();
+    whole.parse::<u64>().unwrap() * 1_000_000 + frac.parse::<u64>().unwrap()
+}
+
+/// The settlement commands on the embedded chain kept in a state file, with a provider and a
+/// robot as separate processes in between: deploy, bind and stake, fund a channel, serve paid
+/// requests, write the vouchers out, redeem them (a second time pays nothing), and the
+/// balances show exactly the vouchers less the 1% fee.
+#[test]
+fn deploy_stake_deposit_serve_redeem_and_balance_from_the_cli() {
+    let _heavy = heavy();
+    let dir = temp_path("chain");
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    let path = |name: &str| dir.join(name).to_string_lossy().into_owned();
+    let (state, deployment) = (path("chain.json"), path("deployment.json"));
+    let chain = [
+        "--chain-state",
+        state.as_str(),
+        "--deployment",
+        deployment.as_str(),
+    ];
+    let with = |args: &[&str]| -> Vec<String> {
+        args.iter().chain(&chain).map(|a| (*a).to_owned()).collect()
+    };
+    for who in ["provider", "robot"] {
+        run_ok(&["keys", "new", "--out", &path(&format!("{who}.key"))]);
+    }
+    let pay = |who: &str| {
+        run_ok(&[
+            "keys",
+            "show",
+            "--key",
+            &path(&format!("{who}.key")),
+            "--pay-address",
+        ])
+        .trim()
+        .to_owned()
+    };
+    let (provider, robot) = (pay("provider"), pay("robot"));
+    let deployed = run_ok(&with(&[
+        "deploy",
+        "--mint",
+        &format!("{provider}=200"),
+        "--mint",
+        &format!("{robot}=50"),
+    ]));
+    assert!(
+        deployed
+            .to_lowercase()
+            .contains("0xa513e6e4b8f2a923d98304ec87f64353c4d5c853"),
+        "the escrow lands where the voucher domain's default says: {deployed}"
+    );
+    // A second deployment never overwrites the record of the first.
+    assert!(run_err(&with(&["deploy", "--mint", &format!("{robot}=1")])).contains("exists"));
+
+    let staked = run_ok(&with(&[
+        "stake",
+        "--key",
+        &path("provider.key"),
+        "--role",
+        "provider",
+        "--amount",
+        "100",
+    ]));
+    assert!(
+        staked.contains("bound") && staked.contains("100.000000 as provider"),
+        "{staked}"
+    );
+    let deposited = run_ok(&with(&[
+        "deposit",
+        "--key",
+        &path("robot.key"),
+        "--provider",
+        &provider,
+        "--amount",
+        "10",
+    ]));
+    assert!(deposited.contains(": 10.000000"), "{deposited}");
+    let refused = run_err(&with(&[
+        "deposit",
+        "--key",
+        &path("robot.key"),
+        "--provider",
+        &provider,
+        "--amount",
+        "1000",
+    ]));
+    assert!(refused.contains("ERC20InsufficientBalance"), "{refused}");
+
+    // The provider serves paid requests and writes its vouchers out when stopped.
+    let vouchers = path("vouchers.json");
+    let mut server = Proc(
+        ganglion()
+            .args(["provider", "--listen", "127.0.0.1:0", "--price", "1000"])
+            .args(["--key", &path("provider.key"), "--vouchers-out", &vouchers])
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap(),
+    );
+    let rx = lines(&mut server.0);
+    let line = wait_for(&rx, "robots can use it with", Duration::from_secs(60));
+    let at = line.rsplit(' ').next().unwrap().to_owned();
+    let json = path("robot-report.json");
+    let out = ganglion()
+        .args(["robot", "--provider", &at, "--redundancy", "1"])
+        .args([
+            "--rate-hz",
+            "10",
+            "--duration-s",
+            "2",
+            "--deadline-ms",
+            "500",
+        ])
+        .args(["--key", &path("robot.key"), "--json", &json])
+        .output()
+        .unwrap();
+    let report = every_request_answered(&out, std::path::Path::new(&json), 10);
+    let spent = report["spent_micro"].as_u64().unwrap();
+    assert!(spent >= 10_000, "{report}");
+    let pid = server.0.id().to_string();
+    assert!(Command::new("kill")
+        .args(["-INT", &pid])
+        .status()
+        .unwrap()
+        .success());
+    wait_for(&rx, "not yet redeemed written", Duration::from_secs(10));
+    let held = wait_for(&rx, "vouchers held:", Duration::from_secs(10));
+    let held: u64 = held
+        .trim_start_matches("vouchers held: ")
+        .split(' ')
+        .next()
+        .unwrap()
+        .parse()
+        .unwrap();
+    assert_eq!(held, spent, "the provider holds what the robot signed");
+    drop(server);
+
+    let redeemed = run_ok(&with(&[
+        "redeem",
+        "--key",
+        &path("robot.key"),
+        "--vouchers",
+        &vouchers,
+    ]));
+    assert!(redeemed.contains("paid      session"), "{redeemed}");
+    let again = run_ok(&with(&[
+        "redeem",
+        "--key",
+        &path("robot.key"),
+        "--vouchers",
+        &vouchers,
+    ]));
+    assert!(again.contains("were paid before"), "{again}");
+    let fee = held / 100;
+    let balance = run_ok(&with(&["balance", "--key", &path("provider.key")]));
+    assert_eq!(tokens_in(&balance), 100_000_000 + held - fee, "{balance}");
+    assert!(balance.contains("100.000000 as provider"), "{balance}");
+    let channel = run_ok(&with(&[
+        "balance",
+        "--key",
+        &path("robot.key"),
+        "--channel-to",
+        &provider,
+    ]));
+    let left = channel.lines().find(|l| l.starts_with("channel")).unwrap();
+    assert!(
+        left.ends_with(&ganglion_types_free::tokens(10_000_000 - held)),
+        "{channel}"
+    );
+    // Bad input is refused with a reason: an unknown deployment, a garbled vouchers file.
+    let missing = run_err(&[
+        "balance",
+        &robot,
+        "--chain-state",
+        &state,
+        "--deployment",
+        &path("none.json"),
+    ]);
+    assert!(missing.contains("run `ganglion deploy` first"), "{missing}");
+    std::fs::write(path("garbage.json"), b"[{\"voucher\": 1}]").unwrap();
+    let garbled = run_err(&with(&[
+        "redeem",
+        "--key",
+        &path("robot.key"),
+        "--vouchers",
+        &path("garbage.json"),
+    ]));
+    assert!(garbled.contains("is not valid"), "{garbled}");
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// Micro-tokens as the CLI prints them (the tests do not link the crates).
+mod ganglion_types_free {
+    pub fn tokens(micro: u64) -> String {
+        format!("{}.{:06}", micro / 1_000_000, micro % 1_000_000)
     }
 }

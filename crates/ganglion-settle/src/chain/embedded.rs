@@ -29,6 +29,8 @@ pub const STATE_FILE_MAX: u64 = 256 * 1024 * 1024;
 pub struct Embedded {
     state: State,
     path: Option<PathBuf>,
+    /// Held (locked) while this process uses the state file.
+    _lock: Option<std::fs::File>,
 }
 
 impl std::fmt::Debug for Embedded {
@@ -70,6 +72,7 @@ impl Embedded {
                 db: CacheDB::new(EmptyDB::default()),
             },
             path: None,
+            _lock: None,
         }
     }
 
@@ -79,6 +82,17 @@ impl Embedded {
             path: path.display().to_string(),
             why,
         };
+        // One process at a time: two writing the same file would lose each other's blocks.
+        let lock_path = path.with_extension("lock");
+        let lock = std::fs::OpenOptions::new()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .open(&lock_path)
+            .map_err(|e| err(format!("cannot open {}: {e}", lock_path.display())))?;
+        lock.try_lock().map_err(|_| {
+            err("in use by another process (a state file serves one process at a time; use a node such as anvil, --chain-rpc, for several)".to_owned())
+        })?;
         let mut chain = match std::fs::metadata(path) {
             Ok(meta) if meta.len() > STATE_FILE_MAX => {
                 return Err(err(format!(
@@ -90,12 +104,17 @@ impl Embedded {
                 let bytes = std::fs::read(path).map_err(|e| err(e.to_string()))?;
                 let state: State = serde_json::from_slice(&bytes)
                     .map_err(|e| err(format!("not an embedded chain state: {e}")))?;
-                Self { state, path: None }
+                Self {
+                    state,
+                    path: None,
+                    _lock: None,
+                }
             }
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => Self::new(),
             Err(e) => return Err(err(e.to_string())),
         };
         chain.path = Some(path.to_owned());
+        chain._lock = Some(lock);
         Ok(chain)
     }
 

@@ -98,11 +98,10 @@ impl Rpc {
         };
         let rest = match url.split_once("://") {
             Some(("http", rest)) => rest,
-            Some(("https", _)) => {
-                return Err(transport(
-                    "https is not supported; use a plain-http node, or a local proxy in front of it".to_owned(),
-                ))
-            }
+            Some(("https", _)) => return Err(transport(
+                "https is not supported; use a plain-http node, or a local proxy in front of it"
+                    .to_owned(),
+            )),
             _ => return Err(transport("not an http:// URL".to_owned())),
         };
         let (authority, path) = match rest.find('/') {
@@ -122,7 +121,10 @@ impl Rpc {
         }
         let mut rpc = Self {
             url: url.to_owned(),
-            host: host.trim_start_matches('[').trim_end_matches(']').to_owned(),
+            host: host
+                .trim_start_matches('[')
+                .trim_end_matches(']')
+                .to_owned(),
             port,
             path: path.to_owned(),
             chain_id: 0,
@@ -231,7 +233,8 @@ impl Rpc {
     }
 
     pub async fn call(&self, to: Address, data: Vec<u8>) -> Result<Bytes, ChainError> {
-        let params = json!([{"to": to.to_string(), "data": format!("0x{}", hex::encode(&data))}, "latest"]);
+        let params =
+            json!([{"to": to.to_string(), "data": format!("0x{}", hex::encode(&data))}, "latest"]);
         match self.request_raw("eth_call", params).await? {
             Ok(result) => Ok(Bytes::from(hex_bytes(&result, "call result")?)),
             Err(error) => Err(Self::call_error(&error)),
@@ -260,7 +263,10 @@ impl Rpc {
         if let Some(to) = to {
             estimate["to"] = json!(to.to_string());
         }
-        let gas = match self.request_raw("eth_estimateGas", json!([estimate])).await? {
+        let gas = match self
+            .request_raw("eth_estimateGas", json!([estimate]))
+            .await?
+        {
             Ok(gas) => hex_u64(&gas, "gas estimate")?,
             Err(error) => return Err(Self::call_error(&error)),
         };
@@ -465,8 +471,12 @@ mod tests {
         assert_eq!(parse_http(chunked).as_deref(), Ok(&b"{\"a\"}"[..]));
         assert!(parse_http(b"HTTP/1.1 500 Oops\r\n\r\nboom").is_err());
         assert!(parse_http(b"HTTP/1.1 200 OK\r\n").is_err());
-        assert!(parse_http(b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\nff\r\nab").is_err());
-        assert!(parse_http(b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\nzz\r\n").is_err());
+        assert!(
+            parse_http(b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\nff\r\nab").is_err()
+        );
+        assert!(
+            parse_http(b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\nzz\r\n").is_err()
+        );
     }
 
     #[tokio::test]
