@@ -10,7 +10,10 @@ use crate::chain::{evm, ours, ChainError, Host, Receipt};
 use crate::contracts::{
     Escrow, GanglionGovernor, GanglionToken, Params, Registry, Slashing, TimelockController,
 };
-use ganglion_types::pay::{eip712::keccak256, Address, Binding, Domain, PayKey, SignedVoucher};
+use ganglion_types::pay::voucher::EthSignature;
+use ganglion_types::pay::{
+    eip712, eip712::keccak256, Address, Binding, Domain, PayKey, SignedVoucher,
+};
 use ganglion_types::{MicroTokens, NodeKey};
 
 /// The well-known first development account of anvil and hardhat (its key is public: for
@@ -760,5 +763,131 @@ impl Settlement {
             }
         }
         Ok(out)
+    }
+
+    /// The EIP-712 digest a checker signs to slash `provider` by `fraction_bps` of its stake
+    /// for the evidence whose Keccak-256 is `evidence_hash`, valid until `deadline` (a Unix
+    /// time): `Slash(address provider,bytes32 evidenceHash,uint256 fraction,uint64 deadline)`
+    /// in the Slashing contract's domain.
+    pub fn slash_digest(
+        &self,
+        provider: Address,
+        evidence_hash: [u8; 32],
+        fraction_bps: u32,
+        deadline: u64,
+    ) -> [u8; 32] {
+        let separator = eip712::domain_separator(
+            ganglion_types::pay::voucher::DOMAIN_NAME,
+            ganglion_types::pay::voucher::DOMAIN_VERSION,
+            self.deployment.chain_id,
+            &self.deployment.slashing.0,
+        );
+        let struct_hash = eip712::hash_struct(
+            &keccak256(
+                b"Slash(address provider,bytes32 evidenceHash,uint256 fraction,uint64 deadline)",
+            ),
+            &[
+                eip712::word_address(&provider.0),
+                evidence_hash,
+                eip712::word_u128(u128::from(fraction_bps)),
+                eip712::word_u128(u128::from(deadline)),
+            ],
+        );
+        eip712::digest(&separator, &struct_hash)
+    }
+
+    /// A checker's signature of a slash (see [`Settlement::slash_digest`]).
+    pub fn sign_slash(
+        &self,
+        checker: &PayKey,
+        provider: Address,
+        evidence_hash: [u8; 32],
+        fraction_bps: u32,
+        deadline: u64,
+    ) -> Result<EthSignature, ChainError> {
+        checker
+            .sign_digest(&self.slash_digest(provider, evidence_hash, fraction_bps, deadline))
+            .map_err(|e| ChainError::Refused(e.to_string()))
+    }
+
+    /// Proposes a slash with the checkers' signatures (put in the increasing signer order the
+    /// contract wants); returns the proposal id. The slash can be executed after the
+    /// challenge window, within the execution window.
+    pub async fn propose_slash(
+        &self,
+        sender: &PayKey,
+        provider: Address,
+        evidence_hash: [u8; 32],
+        fraction_bps: u32,
+        deadline: u64,
+        signatures: &[(Address, EthSignature)],
+    ) -> Result<B256, ChainError> {
+        let mut signatures = signatures.to_vec();
+        signatures.sort_by_key(|(signer, _)| signer.0);
+        signatures.dedup_by_key(|(signer, _)| *signer);
+        self.write(
+            sender,
+            self.deployment.slashing,
+            Slashing::proposeCall {
+                provider: evm(provider),
+                evidenceHash: B256::from(evidence_hash),
+                fraction: U256::from(fraction_bps),
+                deadline,
+                signatures: signatures
+                    .iter()
+                    .map(|(_, s)| Bytes::from(s.0.to_vec()))
+                    .collect(),
+            },
+        )
+        .await?;
+        self.read(
+            self.deployment.slashing,
+            Slashing::proposalIdCall {
+                provider: evm(provider),
+                evidenceHash: B256::from(evidence_hash),
+                fraction: U256::from(fraction_bps),
+            },
+            "proposal id",
+        )
+        .await
+    }
+
+    /// When a proposed slash may be executed: (from, until), Unix times.
+    pub async fn slash_window(&self, id: B256) -> Result<(u64, u64), ChainError> {
+        let p = self
+            .read(
+                self.deployment.slashing,
+                Slashing::getProposalCall { id },
+                "proposal",
+            )
+            .await?;
+        Ok((p.executeAfter, p.expiresAt))
+    }
+
+    /// Executes a slash whose challenge window has passed; returns what it took from the
+    /// provider's stake (to the treasury).
+    pub async fn execute_slash(
+        &self,
+        sender: &PayKey,
+        id: B256,
+    ) -> Result<MicroTokens, ChainError> {
+        let receipt = self
+            .write(
+                sender,
+                self.deployment.slashing,
+                Slashing::executeCall { id },
+            )
+            .await?;
+        let mut taken = MicroTokens::ZERO;
+        for log in receipt
+            .logs
+            .iter()
+            .filter(|l| l.address == self.deployment.slashing)
+        {
+            if let Ok(e) = Slashing::SlashExecuted::decode_log_data(&log.data) {
+                taken = amount(e.amount, "slash")?;
+            }
+        }
+        Ok(taken)
     }
 }

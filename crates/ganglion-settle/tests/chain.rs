@@ -84,8 +84,17 @@ async fn connect(url: &str) -> Host {
 async fn settles_end_to_end(host: Host) {
     let deployer = PayKey::from_bytes(&DEV_DEPLOYER_KEY).expect("dev key");
     let (robot, provider, sender, stranger) = (key(1), key(2), key(3), key(4));
+    let checkers = [key(5), key(6)];
     let treasury = Address([0x7e; 20]);
-    for k in [&deployer, &robot, &provider, &sender, &stranger] {
+    for k in [
+        &deployer,
+        &robot,
+        &provider,
+        &sender,
+        &stranger,
+        &checkers[0],
+        &checkers[1],
+    ] {
         host.fund_gas(k.address(), alloy_primitives::U256::from(10u128.pow(20)))
             .await
             .expect("gas");
@@ -94,6 +103,8 @@ async fn settles_end_to_end(host: Host) {
         (deployer.address(), MicroTokens(1_000 * TOKEN)),
         (robot.address(), MicroTokens(50 * TOKEN)),
         (provider.address(), MicroTokens(200 * TOKEN)),
+        (checkers[0].address(), MicroTokens(60 * TOKEN)),
+        (checkers[1].address(), MicroTokens(60 * TOKEN)),
     ];
     let supply: u64 = holders.iter().map(|(_, v)| v.0).sum();
     let chain = Arc::new(
@@ -127,6 +138,8 @@ async fn settles_end_to_end(host: Host) {
             robot.address(),
             provider.address(),
             sender.address(),
+            checkers[0].address(),
+            checkers[1].address(),
             treasury,
             d.escrow,
             d.registry,
@@ -249,6 +262,88 @@ async fn settles_end_to_end(host: Host) {
         skipped.skipped.iter().map(|s| s.2).collect::<Vec<_>>(),
         vec![SkipReason::BadSignature, SkipReason::Uncovered]
     );
+    assert_eq!(held().await, supply);
+
+    // Two staked checkers slash the provider by 10% for a piece of evidence: one signature
+    // is not a quorum, the challenge window must pass, then the stake goes to the treasury.
+    for (i, c) in checkers.iter().enumerate() {
+        chain
+            .bind(&NodeKey::from_seed([20 + i as u8; 32]), c)
+            .await
+            .expect("bind checker");
+        chain
+            .stake(c, Role::Checker, MicroTokens(50 * TOKEN))
+            .await
+            .expect("stake checker");
+    }
+    let evidence = ganglion_settle::eip712::keccak256(b"the evidence file");
+    let deadline = chain.host().now().await.expect("now") + 3_600;
+    let digest = chain.slash_digest(provider.address(), evidence, 1_000, deadline);
+    let on_chain = chain
+        .host()
+        .call(
+            d.slashing,
+            alloy_sol_types::SolCall::abi_encode(
+                &ganglion_settle::contracts::Slashing::slashDigestCall {
+                    provider: alloy_primitives::Address::from(provider.address().0),
+                    evidenceHash: evidence.into(),
+                    fraction: alloy_primitives::U256::from(1_000),
+                    deadline,
+                },
+            ),
+        )
+        .await
+        .expect("digest");
+    assert_eq!(
+        on_chain.as_ref(),
+        &digest[..],
+        "the Rust slash digest is the contract's"
+    );
+    let signatures: Vec<_> = checkers
+        .iter()
+        .map(|c| {
+            (
+                c.address(),
+                chain
+                    .sign_slash(c, provider.address(), evidence, 1_000, deadline)
+                    .expect("sign"),
+            )
+        })
+        .collect();
+    let alone = chain
+        .propose_slash(
+            &sender,
+            provider.address(),
+            evidence,
+            1_000,
+            deadline,
+            &signatures[..1],
+        )
+        .await
+        .expect_err("one checker");
+    assert!(alone.to_string().contains("NoQuorum"), "{alone}");
+    let id = chain
+        .propose_slash(
+            &sender,
+            provider.address(),
+            evidence,
+            1_000,
+            deadline,
+            &signatures,
+        )
+        .await
+        .expect("propose");
+    let early = chain.execute_slash(&sender, id).await.expect_err("window");
+    assert!(early.to_string().contains("InChallengeWindow"), "{early}");
+    let (from, _) = chain.slash_window(id).await.expect("window");
+    let now = chain.host().now().await.expect("now");
+    chain.host().advance(from - now + 1).await.expect("advance");
+    let treasury_before = balance(treasury).await;
+    let taken = chain.execute_slash(&sender, id).await.expect("execute");
+    assert_eq!(taken.0, 10 * TOKEN);
+    assert_eq!(balance(treasury).await - treasury_before, 10 * TOKEN);
+    let stake = chain.stake_of(provider.address()).await.expect("stake");
+    assert_eq!(stake.active.0, 90 * TOKEN);
     assert_eq!(held().await, supply);
 
     // The robot takes the rest back after the withdrawal delay.

@@ -643,6 +643,43 @@ pub fn run(args: Args) -> anyhow::Result<()> {
             }
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
+        // Evidence of wrong answers slashes the provider: each checker re-runs it and signs,
+        // the slash is proposed, and executed once the challenge window has passed.
+        let mut evidence: BTreeMap<NodeId, ganglion_types::verify::SignedEvidence> =
+            BTreeMap::new();
+        for c in &checkers {
+            for e in c.checker.evidence() {
+                evidence.entry(e.evidence.answer.provider).or_insert(e);
+            }
+        }
+        for (id, e) in &evidence {
+            let mut signers = Vec::new();
+            for c in &checkers {
+                if ganglion_node::checker::recheck(e, &c.runtime).await.is_ok() {
+                    signers.push(crate::pay::pay_key(&c.key)?);
+                }
+            }
+            let Some(i) = addrs.iter().position(|a| a.id == *id) else {
+                continue;
+            };
+            if signers.len() < 2 {
+                say(format!(
+                    "  evidence against provider …{} re-checked by {} checker(s): too few to slash",
+                    id.short(),
+                    signers.len()
+                ));
+                continue;
+            }
+            let label = format!(
+                "provider …{} ({})",
+                id.short(),
+                crate::market::provider_city(i)
+            );
+            chain
+                .slash(label, provider_pay[i], e, &signers)
+                .await
+                .with_context(|| format!("slashing provider {i}"))?;
+        }
         // The providers' last redemptions, then the books against the chain.
         let settlement = chain.finish(&ledgers).await?;
         for keeper in keepers {
@@ -686,6 +723,8 @@ pub fn run(args: Args) -> anyhow::Result<()> {
 /// A devnet checker: its daemon, the task running it, its control-plane node, its city.
 struct DevChecker {
     checker: Arc<ganglion_node::Checker>,
+    key: Arc<NodeKey>,
+    runtime: Arc<Runtime>,
     task: tokio::task::JoinHandle<()>,
     node: ganglion_control::Node,
     city: &'static str,
@@ -763,6 +802,8 @@ fn start_checker(
         },
     ));
     let probes = endpoint_at(&key, at, addrs, args.no_distance)?;
+    let pay_node_key = Arc::clone(&key);
+    let checker_runtime = Arc::clone(&runtime);
     let config = ganglion_node::CheckerConfig {
         evidence_dir: args.evidence.clone(),
         // On one machine without emulated distance, every city is 0 km from every other:
@@ -800,6 +841,8 @@ fn start_checker(
     ));
     Ok(DevChecker {
         checker,
+        key: pay_node_key,
+        runtime: checker_runtime,
         task,
         node,
         city,

@@ -211,10 +211,26 @@ pub struct SettlementReport {
     pub last_error: Option<String>,
     /// Every funded account's final token balance and its change over the run.
     pub balances: Vec<BalanceLine>,
+    /// Slashes the checkers' evidence brought about.
+    pub slashes: Vec<SlashLine>,
     /// Vouchers = redemptions = what the channels lost = what providers and the treasury
     /// gained, and the supply is whole.
     pub exact: bool,
     pub mismatches: Vec<String>,
+}
+
+/// A provider slashed on the checkers' evidence.
+#[derive(Debug, Clone, Serialize)]
+pub struct SlashLine {
+    pub provider: String,
+    /// Keccak-256 of the evidence file (`ganglion checker --recheck` re-checks the file).
+    pub evidence_keccak: String,
+    pub fraction_bps: u32,
+    /// Staked checkers that re-ran the evidence and signed.
+    pub signers: usize,
+    pub stake_before_micro: u64,
+    /// What the slash took from its stake, to the treasury.
+    pub taken_micro: u64,
 }
 
 /// An account's token balance at the end of a devnet run.
@@ -438,6 +454,17 @@ impl Report {
                 b.address,
                 tokens(b.tokens_micro),
                 tokens(b.change_micro.unsigned_abs())
+            );
+        }
+        for x in &s.slashes {
+            println!(
+                "  SLASHED {}: {} of its stake of {} ({} bps) on evidence 0x{}…, signed by {} staked checkers that re-ran it, executed after the challenge window",
+                x.provider,
+                tokens(x.taken_micro),
+                tokens(x.stake_before_micro),
+                x.fraction_bps,
+                &x.evidence_keccak[..16],
+                x.signers
             );
         }
         if s.redeem_errors > 0 {

@@ -8,7 +8,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use alloy_primitives::U256;
-use anyhow::Context;
+use anyhow::{bail, Context};
 use ganglion_settle::settle::{ParamsConfig, Role, DEV_DEPLOYER_KEY};
 use ganglion_settle::{
     Address, DeployConfig, Host, Ledger, PayKey, RedeemTotals, Redeemer, Settlement,
@@ -17,7 +17,7 @@ use ganglion_types::{MicroTokens, NodeId, NodeKey};
 use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
 
-use crate::report::{BalanceLine, SettlementReport};
+use crate::report::{BalanceLine, SettlementReport, SlashLine};
 
 /// Tokens minted at deployment, all to the deployer, who hands them out (micro-tokens).
 const SUPPLY: MicroTokens = MicroTokens(1_000_000_000 * 1_000_000);
@@ -52,6 +52,7 @@ pub struct DevChain {
     deposited: Mutex<u64>,
     channels: Mutex<Vec<(Address, Address)>>,
     redeemers: Mutex<Vec<Running>>,
+    slashes: Mutex<Vec<SlashLine>>,
     every: Duration,
 }
 
@@ -93,6 +94,7 @@ impl DevChain {
             deposited: Mutex::new(0),
             channels: Mutex::new(Vec::new()),
             redeemers: Mutex::new(Vec::new()),
+            slashes: Mutex::new(Vec::new()),
             every,
         })
     }
@@ -197,6 +199,56 @@ impl DevChain {
         self.remember(label, pay.address(), providers, each).await
     }
 
+    /// Slashes `provider` for `evidence`: every checker in `signers` (each re-ran the evidence
+    /// and found it holds) signs `Slash(provider, keccak256(evidence file), the most a slash
+    /// may take, a deadline an hour away)`; the first proposes; the devnet then moves its
+    /// development chain's clock past the challenge window and executes the slash.
+    pub async fn slash(
+        &self,
+        label: String,
+        provider: Address,
+        evidence: &ganglion_types::verify::SignedEvidence,
+        signers: &[PayKey],
+    ) -> anyhow::Result<()> {
+        let Some(sender) = signers.first() else {
+            bail!("a slash needs signers");
+        };
+        let chain = &self.settlement;
+        let hash = ganglion_settle::eip712::keccak256(&evidence.to_bytes());
+        let fraction = ParamsConfig::defaults(TREASURY).slash_fraction_bps;
+        let deadline = chain.host().now().await? + 3_600;
+        let signatures = signers
+            .iter()
+            .map(|k| {
+                Ok((
+                    k.address(),
+                    chain.sign_slash(k, provider, hash, fraction, deadline)?,
+                ))
+            })
+            .collect::<Result<Vec<_>, ganglion_settle::ChainError>>()?;
+        let stake_before = chain.stake_of(provider).await?.active;
+        let id = chain
+            .propose_slash(sender, provider, hash, fraction, deadline, &signatures)
+            .await
+            .context("proposing the slash")?;
+        let (from, _) = chain.slash_window(id).await?;
+        let now = chain.host().now().await?;
+        chain.host().advance(from.saturating_sub(now) + 1).await?;
+        let taken = chain
+            .execute_slash(sender, id)
+            .await
+            .context("executing the slash")?;
+        lock(&self.slashes).push(SlashLine {
+            provider: label,
+            evidence_keccak: alloy_primitives::hex::encode(hash),
+            fraction_bps: fraction,
+            signers: signers.len(),
+            stake_before_micro: stake_before.0,
+            taken_micro: taken.0,
+        });
+        Ok(())
+    }
+
     /// Stops the redeemers (each does a last round), then checks the books: every voucher
     /// the providers' ledgers hold was redeemed, the channels lost exactly that, the
     /// providers and the treasury gained exactly that, and no token appeared or vanished.
@@ -283,10 +335,12 @@ impl DevChain {
                 spent_micro: in_channels.map(|(left, put)| put.saturating_sub(left)),
             });
         }
+        let slashes = lock(&self.slashes).clone();
+        let slashed: u64 = slashes.iter().map(|s| s.taken_micro).sum();
         let treasury = self.settlement.balance(TREASURY).await?.0;
-        if treasury != totals.fees.0 {
+        if treasury != totals.fees.0 + slashed {
             mismatches.push(format!(
-                "the treasury holds {treasury}, the fees were {}",
+                "the treasury holds {treasury}, the fees were {} and the slashes took {slashed}",
                 totals.fees.0
             ));
         }
@@ -332,6 +386,7 @@ impl DevChain {
             redeem_errors: totals.errors,
             last_error: totals.last_error,
             balances,
+            slashes,
             exact: mismatches.is_empty(),
             mismatches,
         })

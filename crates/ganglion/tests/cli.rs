@@ -638,6 +638,22 @@ fn devnet_checkers_flag_a_wrong_provider_and_a_dead_one_and_their_evidence_reche
     let wrong = standing(&ids[1]);
     assert_eq!(wrong["wrong_results"].as_bool(), Some(true), "{report}");
     assert_eq!(wrong["excluded"].as_bool(), Some(true), "{report}");
+    // Both staked checkers re-ran the evidence and signed: the wrong provider, and only it,
+    // lost the most one slash may take (10% of its 100-token stake) to the treasury.
+    settled_exactly(&report);
+    let slashes = report["settlement"]["slashes"].as_array().unwrap();
+    assert_eq!(slashes.len(), 1, "{report}");
+    let short = &ids[1][ids[1].len() - 8..];
+    assert!(
+        slashes[0]["provider"].as_str().unwrap().contains(short),
+        "{report}"
+    );
+    assert_eq!(
+        slashes[0]["taken_micro"].as_u64(),
+        Some(10_000_000),
+        "{report}"
+    );
+    assert_eq!(slashes[0]["signers"].as_u64(), Some(2), "{report}");
     for id in &ids[2..] {
         let honest = standing(id);
         assert_eq!(honest["excluded"].as_bool(), Some(false), "{report}");
