@@ -73,7 +73,7 @@ pub enum ChainError {
 /// Where the settlement contracts run.
 #[derive(Debug)]
 pub enum Host {
-    Embedded(std::sync::Mutex<Embedded>),
+    Embedded(std::sync::Arc<std::sync::Mutex<Embedded>>),
     Rpc(Rpc),
 }
 
@@ -88,12 +88,14 @@ fn lock(chain: &std::sync::Mutex<Embedded>) -> std::sync::MutexGuard<'_, Embedde
 impl Host {
     /// A fresh embedded chain in memory.
     pub fn embedded() -> Self {
-        Self::Embedded(std::sync::Mutex::new(Embedded::new()))
+        Self::Embedded(std::sync::Arc::new(std::sync::Mutex::new(Embedded::new())))
     }
 
     /// The embedded chain kept in a state file (created when missing).
     pub fn embedded_at(path: &std::path::Path) -> Result<Self, ChainError> {
-        Ok(Self::Embedded(std::sync::Mutex::new(Embedded::open(path)?)))
+        Ok(Self::Embedded(std::sync::Arc::new(std::sync::Mutex::new(
+            Embedded::open(path)?,
+        ))))
     }
 
     /// A JSON-RPC node at `url`.
@@ -120,7 +122,7 @@ impl Host {
     /// Runs a read-only call and returns what it returned.
     pub async fn call(&self, to: Address, data: Vec<u8>) -> Result<Bytes, ChainError> {
         match self {
-            Self::Embedded(chain) => lock(chain).call(to, data),
+            Self::Embedded(chain) => off_runtime(chain, move |c| c.call(to, data)).await,
             Self::Rpc(chain) => chain.call(to, data).await,
         }
     }
@@ -134,7 +136,10 @@ impl Host {
         data: Vec<u8>,
     ) -> Result<Receipt, ChainError> {
         match self {
-            Self::Embedded(chain) => lock(chain).send(key.address(), to, data),
+            Self::Embedded(chain) => {
+                let from = key.address();
+                off_runtime(chain, move |c| c.send(from, to, data)).await
+            }
             Self::Rpc(chain) => chain.send(key, to, data).await,
         }
     }
@@ -176,6 +181,18 @@ impl Host {
             Self::Rpc(chain) => chain.advance(seconds).await,
         }
     }
+}
+
+/// Runs EVM work on a blocking thread, so that a batch of redemptions never holds up the
+/// runtime's other tasks (a provider's requests, a robot's session).
+async fn off_runtime<T: Send + 'static>(
+    chain: &std::sync::Arc<std::sync::Mutex<Embedded>>,
+    work: impl FnOnce(&mut Embedded) -> Result<T, ChainError> + Send + 'static,
+) -> Result<T, ChainError> {
+    let chain = std::sync::Arc::clone(chain);
+    tokio::task::spawn_blocking(move || work(&mut lock(&chain)))
+        .await
+        .map_err(|e| ChainError::Refused(format!("the embedded EVM's task failed: {e}")))?
 }
 
 pub(crate) fn evm(address: Address) -> EvmAddress {

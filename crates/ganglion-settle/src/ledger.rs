@@ -274,6 +274,13 @@ impl Ledger {
         }
     }
 
+    /// What the escrow has paid for one session, as far as this ledger knows.
+    pub fn settled_of(&self, robot: Address, session: u64) -> MicroTokens {
+        self.accounts
+            .get(&(robot, session))
+            .map_or(MicroTokens::ZERO, |a| a.settled)
+    }
+
     /// What the escrow has paid over all sessions.
     pub fn total_settled(&self) -> Option<MicroTokens> {
         self.accounts

@@ -10,8 +10,8 @@ use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
 
 use crate::chain::ChainError;
-use crate::settle::{Redemption, SkipReason};
-use crate::{Ledger, PayKey, Settlement};
+use crate::settle::{Redemption, SkipReason, BATCH_MAX};
+use crate::{Address, Ledger, PayKey, Settlement};
 use ganglion_types::MicroTokens;
 
 /// What a redeemer did over its life.
@@ -31,6 +31,11 @@ pub struct RedeemTotals {
     pub uncovered: u32,
     /// Vouchers skipped for a bad signature (the ledger checks them: never expected).
     pub bad_signature: u32,
+    /// Skipped for a reason this client does not know.
+    pub skipped_other: u32,
+    /// Vouchers the escrow had already paid when they were sent (counted in `vouchers`,
+    /// `paid` and `fees`): a round whose answer was lost, or a session id a robot used before.
+    pub found_paid: u32,
     /// Rounds that failed.
     pub errors: u32,
     pub last_error: Option<String>,
@@ -65,59 +70,98 @@ impl Redeemer {
         &self.totals
     }
 
-    /// Redeems everything due now.
+    /// Redeems everything due now, a batch at a time: each batch the chain took is booked
+    /// before the next is sent, so a failure midway loses no record of what was paid.
     pub async fn round(&mut self) -> Result<Redemption, ChainError> {
         let due = lock(&self.ledger).unsettled();
         if due.is_empty() {
             return Ok(Redemption::default());
         }
-        let result = self.settlement.redeem(&self.key, &due).await;
-        let redemption = match result {
-            Ok(r) => r,
-            Err(e) => {
+        self.totals.rounds += 1;
+        let mut out = Redemption::default();
+        for batch in due.chunks(BATCH_MAX) {
+            let redemption = match self.settlement.redeem(&self.key, batch).await {
+                Ok(r) => r,
+                Err(e) => {
+                    self.totals.errors += 1;
+                    self.totals.last_error = Some(e.to_string());
+                    return Err(e);
+                }
+            };
+            if let Err(e) = self.book(batch, &redemption).await {
                 self.totals.errors += 1;
                 self.totals.last_error = Some(e.to_string());
                 return Err(e);
             }
-        };
-        self.totals.rounds += 1;
+            out.redeemed.extend(redemption.redeemed);
+            out.skipped.extend(redemption.skipped);
+            out.gas_used += redemption.gas_used;
+            out.transactions += redemption.transactions;
+        }
+        Ok(out)
+    }
+
+    fn credit(&mut self, paid: MicroTokens, fee: MicroTokens) {
+        self.totals.vouchers += 1;
+        self.totals.paid = MicroTokens(self.totals.paid.0.saturating_add(paid.0));
+        self.totals.fees = MicroTokens(self.totals.fees.0.saturating_add(fee.0));
+    }
+
+    async fn book(
+        &mut self,
+        batch: &[crate::SignedVoucher],
+        redemption: &Redemption,
+    ) -> Result<(), ChainError> {
         self.totals.transactions += redemption.transactions;
         self.totals.gas_used += redemption.gas_used;
-        {
-            let mut ledger = lock(&self.ledger);
-            for r in &redemption.redeemed {
-                ledger.settled(r.robot, r.session, r.cumulative);
-                self.totals.vouchers += 1;
-                self.totals.paid = MicroTokens(self.totals.paid.0.saturating_add(r.paid.0));
-                self.totals.fees = MicroTokens(self.totals.fees.0.saturating_add(r.fee.0));
+        let me = batch.first().map(|v| v.voucher.provider);
+        for r in &redemption.redeemed {
+            if Some(r.provider) != me {
+                continue;
             }
+            lock(&self.ledger).settled(r.robot, r.session, r.cumulative);
+            self.credit(r.paid, r.fee);
         }
         for (_, _, reason) in &redemption.skipped {
             match reason {
                 SkipReason::Uncovered => self.totals.uncovered += 1,
-                SkipReason::BadSignature | SkipReason::Other(_) => self.totals.bad_signature += 1,
+                SkipReason::BadSignature => self.totals.bad_signature += 1,
+                SkipReason::Other(_) => self.totals.skipped_other += 1,
             }
         }
-        // A voucher neither paid nor skipped was a replay: the escrow had paid it already
-        // (an earlier round whose answer was lost). Ask what it paid, so it is not sent again.
-        for v in &due {
+        // A voucher neither paid nor skipped was a replay: the escrow had paid that session as
+        // far already (an earlier round whose answer was lost, or the session id used before).
+        // Book what it paid beyond what this ledger knew, so it is not sent again.
+        for v in batch {
             let voucher = v.voucher;
-            let accounted = redemption
-                .redeemed
-                .iter()
-                .any(|r| r.robot == voucher.robot && r.session == voucher.session)
-                || redemption.skipped.iter().any(|(robot, session, _)| {
-                    *robot == voucher.robot && *session == voucher.session
-                });
-            if !accounted {
-                let paid = self
-                    .settlement
-                    .redeemed(voucher.robot, voucher.provider, voucher.session)
-                    .await?;
-                lock(&self.ledger).settled(voucher.robot, voucher.session, paid);
+            let seen =
+                |robot: Address, session: u64| robot == voucher.robot && session == voucher.session;
+            if redemption.redeemed.iter().any(|r| seen(r.robot, r.session))
+                || redemption
+                    .skipped
+                    .iter()
+                    .any(|(robot, session, _)| seen(*robot, *session))
+            {
+                continue;
             }
+            let on_chain = self
+                .settlement
+                .redeemed(voucher.robot, voucher.provider, voucher.session)
+                .await?;
+            let before = lock(&self.ledger).settled_of(voucher.robot, voucher.session);
+            if on_chain > before {
+                let bps = self.settlement.protocol_fee_bps().await?;
+                let fee = |x: MicroTokens| {
+                    MicroTokens((u128::from(x.0) * u128::from(bps) / 10_000) as u64)
+                };
+                let increase = MicroTokens(on_chain.0 - before.0);
+                let fee = MicroTokens(fee(on_chain).0.saturating_sub(fee(before).0));
+                self.credit(increase, fee);
+                self.totals.found_paid += 1;
+            }
+            lock(&self.ledger).settled(voucher.robot, voucher.session, on_chain);
         }
-        Ok(redemption)
+        Ok(())
     }
 
     /// Runs a round every `every` until `stop` fires (or its sender is dropped), then a last
@@ -138,8 +182,16 @@ impl Redeemer {
                     }
                 }
             }
-            if let Err(e) = self.round().await {
-                tracing::warn!("last redemption failed: {e}");
+            // The last rounds: again while something is still due (a voucher that arrived
+            // during a round), a few times at most (an uncovered one stays due).
+            for _ in 0..3 {
+                if let Err(e) = self.round().await {
+                    tracing::warn!("last redemption failed: {e}");
+                }
+                if lock(&self.ledger).unsettled().is_empty() {
+                    break;
+                }
+                tokio::time::sleep(Duration::from_millis(100)).await;
             }
             self.totals
         });

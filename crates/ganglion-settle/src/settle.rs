@@ -245,7 +245,7 @@ pub struct Settlement {
 
 impl Settlement {
     /// The deployment at `deployment` on `host` (checked: the chain ids must agree and the
-    /// escrow must answer).
+    /// parameters contract must answer).
     pub async fn at(host: Host, deployment: Deployment) -> Result<Self, ChainError> {
         if host.chain_id() != deployment.chain_id {
             return Err(ChainError::Refused(format!(

@@ -238,9 +238,10 @@ async fn settles_end_to_end(host: Host) {
     );
     assert_eq!(balance(treasury).await, 3 * TOKEN / 100);
     assert!(round.gas_used > 30_000, "gas {}", round.gas_used);
-    // Nothing is due twice.
-    assert!(redeemer.round().await.expect("round").redeemed.is_empty());
+    // Nothing is due twice: the next round sends nothing.
     assert!(ledger.lock().expect("ledger").unsettled().is_empty());
+    let next = redeemer.round().await.expect("round");
+    assert_eq!((next.transactions, redeemer.totals().transactions), (0, 1));
 
     // A replayed voucher pays nothing; a forged one and an uncovered one are skipped.
     let replay = chain
@@ -439,4 +440,71 @@ async fn the_embedded_chain_survives_in_its_state_file() {
         "{err}"
     );
     let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// More sessions than one batch holds go out in several transactions; vouchers the escrow
+/// had already paid (an earlier round whose answer was lost) are booked from its storage, not
+/// sent again, and the totals still add up to what the provider received.
+#[tokio::test]
+async fn the_redeemer_splits_batches_and_books_what_was_paid_behind_its_back() {
+    let deployer = PayKey::from_bytes(&DEV_DEPLOYER_KEY).expect("dev key");
+    let (robot, provider) = (key(1), key(2));
+    let chain = Arc::new(
+        Settlement::deploy(
+            Host::embedded(),
+            &deployer,
+            &DeployConfig {
+                holders: vec![(robot.address(), MicroTokens(10 * TOKEN))],
+                params: ParamsConfig::defaults(Address([0x7e; 20])),
+                governance: Default::default(),
+            },
+        )
+        .await
+        .expect("deploy"),
+    );
+    chain
+        .deposit(
+            &robot,
+            robot.address(),
+            provider.address(),
+            MicroTokens(10 * TOKEN),
+        )
+        .await
+        .expect("deposit");
+    let domain = chain.domain();
+    let ledger = Arc::new(Mutex::new(Ledger::new(provider.address(), domain)));
+    let sessions: Vec<u64> = (1..=130).collect();
+    let mut vouchers = Vec::new();
+    {
+        let mut l = ledger.lock().expect("ledger");
+        for &s in &sessions {
+            l.open(robot.address(), s, MicroTokens(TOKEN))
+                .expect("open");
+            l.answered(robot.address(), s, MicroTokens(1_000))
+                .expect("answer");
+            let v = Voucher {
+                robot: robot.address(),
+                provider: provider.address(),
+                session: s,
+                cumulative: MicroTokens(1_000),
+            }
+            .sign(&robot, &domain)
+            .expect("sign");
+            l.accept(robot.address(), s, &v).expect("voucher");
+            vouchers.push(v);
+        }
+    }
+    // Ten of them were redeemed by someone else before the provider's round.
+    chain.redeem(&robot, &vouchers[..10]).await.expect("early");
+    let mut redeemer = Redeemer::new(Arc::clone(&chain), Arc::new(key(2)), Arc::clone(&ledger));
+    let round = redeemer.round().await.expect("round");
+    assert_eq!(round.redeemed.len(), 120);
+    assert_eq!(round.transactions, 2, "130 vouchers, at most 100 a batch");
+    let t = redeemer.totals().clone();
+    assert_eq!((t.vouchers, t.found_paid), (130, 10));
+    assert_eq!(t.paid.0, 130_000);
+    assert_eq!(t.fees.0, 130 * 10);
+    let received = chain.balance(provider.address()).await.expect("balance").0;
+    assert_eq!(received, t.paid.0 - t.fees.0);
+    assert!(ledger.lock().expect("ledger").unsettled().is_empty());
 }

@@ -156,7 +156,7 @@ pub async fn deploy(args: DeployArgs) -> anyhow::Result<()> {
     )
     .await?;
     let d = settlement.deployment();
-    write_new_json(&args.chain.deployment, d)?;
+    // Printed before the file is written: if writing fails, the addresses are still here.
     println!("token     {}", d.token);
     println!(
         "escrow    {}   (the vouchers' domain: --chain-id {} --escrow {})",
@@ -169,6 +169,7 @@ pub async fn deploy(args: DeployArgs) -> anyhow::Result<()> {
         d.params, d.timelock
     );
     println!("governor  {}", d.governor);
+    write_new_json(&args.chain.deployment, d)?;
     println!("deployment written to {}", args.chain.deployment.display());
     Ok(())
 }
@@ -349,7 +350,9 @@ pub async fn redeem(args: RedeemArgs) -> anyhow::Result<()> {
     for (robot, session, reason) in &r.skipped {
         println!("skipped   session {session} of {robot}: {reason:?}");
     }
-    let replays = good.len() - r.redeemed.len() - r.skipped.len();
+    let replays = good
+        .len()
+        .saturating_sub(r.redeemed.len() + r.skipped.len());
     if replays > 0 {
         println!("{replays} vouchers were paid before: nothing more to pay");
     }

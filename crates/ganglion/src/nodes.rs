@@ -241,6 +241,9 @@ pub fn provider(args: ProviderArgs) -> anyhow::Result<()> {
         println!("robots can use it with: --provider {}@{addr}", key.id());
         let ledger = provider.ledger();
         let stats = provider.stats();
+        if args.redeem_every_s > 0.0 && args.price == 0 {
+            println!("--redeem-every-s ignored: --price 0 serves for free, nothing to redeem");
+        }
         let redeemer = if args.redeem_every_s > 0.0 && args.price > 0 {
             let settlement = args.chain.settlement().await?;
             if settlement.domain() != args.pay.domain() {
@@ -286,13 +289,18 @@ pub fn provider(args: ProviderArgs) -> anyhow::Result<()> {
                     .unwrap_or_default()
             );
         }
+        let due = ledger
+            .lock()
+            .map(|l| l.unsettled())
+            .unwrap_or_default();
         if let Some(path) = &args.vouchers_out {
-            let due = ledger
-                .lock()
-                .map(|l| l.unsettled())
-                .unwrap_or_default();
             crate::chain_cli::write_new_json(path, &due)?;
             println!("{} vouchers not yet redeemed written to {}", due.len(), path.display());
+        } else if !due.is_empty() && args.price > 0 {
+            println!(
+                "{} vouchers not yet redeemed are dropped: --vouchers-out FILE keeps them, --redeem-every-s redeems them",
+                due.len()
+            );
         }
         let held = ledger
             .lock()

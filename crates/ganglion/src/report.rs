@@ -207,6 +207,11 @@ pub struct SettlementReport {
     pub gas_used: u64,
     /// Redemption rounds that failed (retried at the next).
     pub redeem_errors: u32,
+    /// Vouchers the escrow skipped: their channel did not cover them, or a bad signature.
+    pub skipped_uncovered: u32,
+    pub skipped_bad_signature: u32,
+    /// Vouchers found already paid when redeemed (an answer lost on the way back).
+    pub found_paid: u32,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub last_error: Option<String>,
     /// Every funded account's final token balance and its change over the run.
@@ -465,6 +470,12 @@ impl Report {
                 x.fraction_bps,
                 &x.evidence_keccak[..16],
                 x.signers
+            );
+        }
+        if s.skipped_uncovered + s.skipped_bad_signature + s.found_paid > 0 {
+            println!(
+                "  skipped: {} not covered by their channel, {} badly signed; {} found paid already",
+                s.skipped_uncovered, s.skipped_bad_signature, s.found_paid
             );
         }
         if s.redeem_errors > 0 {

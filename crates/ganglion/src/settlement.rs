@@ -269,6 +269,8 @@ impl DevChain {
             totals.fees = MicroTokens(totals.fees.0 + t.fees.0);
             totals.gas_used += t.gas_used;
             totals.uncovered += t.uncovered;
+            totals.bad_signature += t.bad_signature;
+            totals.found_paid += t.found_paid;
             totals.errors += t.errors;
             if t.last_error.is_some() {
                 totals.last_error = t.last_error.clone();
@@ -384,6 +386,9 @@ impl DevChain {
             transactions: totals.transactions,
             gas_used: totals.gas_used,
             redeem_errors: totals.errors,
+            skipped_uncovered: totals.uncovered,
+            skipped_bad_signature: totals.bad_signature,
+            found_paid: totals.found_paid,
             last_error: totals.last_error,
             balances,
             slashes,

@@ -785,7 +785,7 @@ fn run_err<S: AsRef<std::ffi::OsStr> + std::fmt::Debug>(args: &[S]) -> String {
     String::from_utf8_lossy(&out.stderr).into_owned()
 }
 
-/// The last "tokens" line `ganglion balance` printed, in micro-tokens.
+/// The first "tokens" line `ganglion balance` printed, in micro-tokens.
 fn tokens_in(balance: &str) -> u64 {
     let line = balance
         .lines()

@@ -83,7 +83,9 @@ impl Embedded {
             why,
         };
         // One process at a time: two writing the same file would lose each other's blocks.
-        let lock_path = path.with_extension("lock");
+        let mut lock_name = path.as_os_str().to_owned();
+        lock_name.push(".lock");
+        let lock_path = PathBuf::from(lock_name);
         let lock = std::fs::OpenOptions::new()
             .create(true)
             .truncate(false)
@@ -284,9 +286,28 @@ impl Embedded {
             why,
         };
         let bytes = serde_json::to_vec(&self.state).map_err(|e| err(e.to_string()))?;
-        let tmp = path.with_extension("tmp");
-        std::fs::write(&tmp, &bytes).map_err(|e| err(e.to_string()))?;
-        std::fs::rename(&tmp, path).map_err(|e| err(e.to_string()))
+        if bytes.len() as u64 > STATE_FILE_MAX {
+            return Err(err(format!(
+                "the state grew past {STATE_FILE_MAX} bytes: not written"
+            )));
+        }
+        let mut tmp_name = path.as_os_str().to_owned();
+        tmp_name.push(".tmp");
+        let tmp = PathBuf::from(tmp_name);
+        {
+            use std::io::Write;
+            let mut file = std::fs::File::create(&tmp).map_err(|e| err(e.to_string()))?;
+            file.write_all(&bytes).map_err(|e| err(e.to_string()))?;
+            // On disk before it replaces the old state: a crash leaves one or the other.
+            file.sync_all().map_err(|e| err(e.to_string()))?;
+        }
+        std::fs::rename(&tmp, path).map_err(|e| err(e.to_string()))?;
+        if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+            if let Ok(dir) = std::fs::File::open(dir) {
+                let _ = dir.sync_all();
+            }
+        }
+        Ok(())
     }
 }
 

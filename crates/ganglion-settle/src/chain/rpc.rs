@@ -35,6 +35,9 @@ pub struct Rpc {
     path: String,
     chain_id: u64,
     next_id: AtomicU64,
+    /// One transaction at a time from this client: each takes the next nonce only once the
+    /// last is mined.
+    sending: tokio::sync::Mutex<()>,
 }
 
 fn hex_u64(value: &Value, what: &'static str) -> Result<u64, ChainError> {
@@ -129,8 +132,16 @@ impl Rpc {
             path: path.to_owned(),
             chain_id: 0,
             next_id: AtomicU64::new(1),
+            sending: tokio::sync::Mutex::new(()),
         };
         rpc.chain_id = hex_u64(&rpc.request("eth_chainId", json!([])).await?, "chain id")?;
+        // EIP-155's v is 2 × chain id + 35: keep it far from overflowing (2^53, as wallets do).
+        if rpc.chain_id == 0 || rpc.chain_id > 1 << 53 {
+            return Err(rpc.transport(format!(
+                "chain id {} is not a usable chain id",
+                rpc.chain_id
+            )));
+        }
         Ok(rpc)
     }
 
@@ -247,6 +258,7 @@ impl Rpc {
         to: Option<Address>,
         data: Vec<u8>,
     ) -> Result<Receipt, ChainError> {
+        let _one_at_a_time = self.sending.lock().await;
         let from = key.address().to_string();
         let nonce = hex_u64(
             &self
@@ -273,7 +285,8 @@ impl Rpc {
         let tx = LegacyTx {
             chain_id: self.chain_id,
             nonce,
-            gas_price,
+            // A quarter over the node's price: the base fee may rise before it is mined.
+            gas_price: gas_price.saturating_add(gas_price / 4),
             // Estimates are tight; a little headroom for state that moves meanwhile.
             gas: gas.saturating_mul(6) / 5 + 10_000,
             to,
@@ -283,31 +296,37 @@ impl Rpc {
         let raw = tx
             .sign(key)
             .map_err(|e| ChainError::Refused(e.to_string()))?;
-        let hash = match self
+        // The hash is ours to compute, not the node's to tell.
+        let hash_text = format!("0x{}", hex::encode(alloy_primitives::keccak256(&raw)));
+        if let Err(error) = self
             .request_raw(
                 "eth_sendRawTransaction",
-                json!([format!("0x{}", hex::encode(raw))]),
+                json!([format!("0x{}", hex::encode(&raw))]),
             )
             .await?
         {
-            Ok(hash) => hash,
-            Err(error) => return Err(Self::call_error(&error)),
-        };
-        let hash_text = hash.as_str().unwrap_or_default().to_owned();
+            return Err(Self::call_error(&error));
+        }
+        // Sent: from here a failure must not read as "not sent". Poll (a lost answer or a
+        // busy node is retried) until it is mined or the wait runs out.
         let started = tokio::time::Instant::now();
+        let mut wait = Duration::from_millis(20);
         let receipt = loop {
-            let receipt = self
+            match self
                 .request("eth_getTransactionReceipt", json!([hash_text]))
-                .await?;
-            if !receipt.is_null() {
-                break receipt;
+                .await
+            {
+                Ok(receipt) if !receipt.is_null() => break receipt,
+                Ok(_) => {}
+                Err(e) => tracing::debug!("receipt of {hash_text}: {e}; asking again"),
             }
             if started.elapsed() > MINE_TIMEOUT {
                 return Err(self.transport(format!(
-                    "transaction {hash_text} not mined within {MINE_TIMEOUT:?}"
+                    "transaction {hash_text} (nonce {nonce}) was sent but not seen mined within {MINE_TIMEOUT:?}: check it before sending again"
                 )));
             }
-            tokio::time::sleep(Duration::from_millis(50)).await;
+            tokio::time::sleep(wait).await;
+            wait = (wait * 2).min(Duration::from_millis(500));
         };
         parse_receipt(&receipt)
     }
@@ -447,6 +466,11 @@ fn dechunk(mut body: &[u8]) -> Result<Vec<u8>, String> {
         let size_text = std::str::from_utf8(&body[..end]).map_err(|_| "bad chunk size")?;
         let size_text = size_text.split(';').next().unwrap_or_default().trim();
         let size = usize::from_str_radix(size_text, 16).map_err(|_| "bad chunk size")?;
+        if size > RESPONSE_MAX {
+            return Err(format!(
+                "chunk of {size} bytes, more than a response may hold"
+            ));
+        }
         body = &body[end + 2..];
         if size == 0 {
             return Ok(out);
@@ -477,6 +501,9 @@ mod tests {
         assert!(
             parse_http(b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\nzz\r\n").is_err()
         );
+        // A hostile size is an error, not an overflow.
+        let huge = b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\nffffffffffffffff\r\nab";
+        assert!(parse_http(huge).is_err());
     }
 
     #[tokio::test]

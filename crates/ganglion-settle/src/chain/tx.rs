@@ -74,8 +74,12 @@ impl LegacyTx {
     /// Signs with `key` and returns the raw transaction for `eth_sendRawTransaction`.
     pub fn sign(&self, key: &PayKey) -> Result<Vec<u8>, VoucherError> {
         let signature = key.sign_digest(&self.signing_hash())?.0;
-        let recovery = u64::from(signature[64] - 27);
-        let v = recovery + 2 * self.chain_id + 35;
+        let recovery = u64::from(signature[64].saturating_sub(27));
+        let v = self
+            .chain_id
+            .checked_mul(2)
+            .and_then(|v| v.checked_add(35 + recovery))
+            .ok_or(VoucherError::BadSignature)?;
         let r = U256::from_be_slice(&signature[..32]);
         let s = U256::from_be_slice(&signature[32..64]);
         let to = To(&self.to);
