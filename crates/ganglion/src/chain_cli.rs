@@ -406,3 +406,177 @@ pub async fn balance(args: BalanceArgs) -> anyhow::Result<()> {
     }
     Ok(())
 }
+
+#[derive(Debug, clap::Args)]
+pub struct SlashArgs {
+    #[command(subcommand)]
+    step: SlashStep,
+}
+
+#[derive(Debug, clap::Subcommand)]
+enum SlashStep {
+    /// A checker re-runs a piece of evidence and, if it holds, signs a slash of the provider
+    /// for it; prints `ADDRESS=SIGNATURE` for `ganglion slash propose --signature`.
+    Sign {
+        #[command(flatten)]
+        chain: ChainArgs,
+        /// The checker's node key file (its pay key signs; it must be a staked checker).
+        #[arg(long)]
+        key: PathBuf,
+        #[command(flatten)]
+        slash: SlashTerms,
+        /// Models to re-run the evidence with (bundled aliases or alias=path).
+        #[arg(long = "model", default_values_t = vec!["blazeface".to_owned(), "hand-landmark".to_owned()])]
+        models: Vec<String>,
+    },
+    /// Propose the slash with a quorum of checkers' signatures (anyone may send it).
+    Propose {
+        #[command(flatten)]
+        chain: ChainArgs,
+        /// The sender's node key file (pays the gas).
+        #[arg(long)]
+        key: PathBuf,
+        #[command(flatten)]
+        slash: SlashTerms,
+        /// A checker's signature, as `ganglion slash sign` printed it (repeat).
+        #[arg(long = "signature", value_name = "ADDRESS=SIGNATURE", value_parser = parse_signature, required = true)]
+        signatures: Vec<(Address, ganglion_settle::voucher::EthSignature)>,
+    },
+    /// Execute a proposed slash once its challenge window has passed.
+    Execute {
+        #[command(flatten)]
+        chain: ChainArgs,
+        #[arg(long)]
+        key: PathBuf,
+        /// The proposal id `ganglion slash propose` printed.
+        #[arg(long)]
+        id: String,
+    },
+}
+
+/// What every signer of one slash must agree on.
+#[derive(Debug, clap::Args)]
+struct SlashTerms {
+    /// The evidence file a checker wrote (`ganglion checker --evidence DIR`).
+    #[arg(long)]
+    evidence: PathBuf,
+    /// The provider's pay address (its binding on chain must name the node the evidence
+    /// accuses).
+    #[arg(long)]
+    provider: Address,
+    /// How much of its stake, basis points (at most the governed slash fraction).
+    #[arg(long, default_value_t = 1_000)]
+    fraction_bps: u32,
+    /// Unix time after which the signatures are void.
+    #[arg(long)]
+    deadline: u64,
+}
+
+fn parse_signature(
+    text: &str,
+) -> Result<(Address, ganglion_settle::voucher::EthSignature), String> {
+    let (address, signature) = text
+        .split_once('=')
+        .ok_or_else(|| format!("{text:?}: want ADDRESS=SIGNATURE"))?;
+    let address: Address = address.parse().map_err(|e| format!("{address}: {e}"))?;
+    let bytes = alloy_primitives::hex::decode(signature)
+        .ok()
+        .and_then(|b| <[u8; 65]>::try_from(b).ok())
+        .ok_or_else(|| format!("{signature}: not 65 bytes of hex"))?;
+    Ok((address, ganglion_settle::voucher::EthSignature(bytes)))
+}
+
+/// Reads an evidence file (bounded) and checks that the provider address is bound on chain to
+/// the node it accuses; returns the evidence and the Keccak-256 of the file.
+async fn evidence_for(
+    chain: &Settlement,
+    terms: &SlashTerms,
+) -> anyhow::Result<(ganglion_types::verify::SignedEvidence, [u8; 32])> {
+    let len = std::fs::metadata(&terms.evidence)
+        .with_context(|| format!("cannot read evidence {}", terms.evidence.display()))?
+        .len();
+    if len > FILE_MAX {
+        bail!("{} is {len} bytes: not evidence", terms.evidence.display());
+    }
+    let bytes = std::fs::read(&terms.evidence)
+        .with_context(|| format!("cannot read evidence {}", terms.evidence.display()))?;
+    let evidence = ganglion_types::verify::SignedEvidence::from_bytes(&bytes)
+        .map_err(|e| anyhow::anyhow!("{} is not evidence: {e}", terms.evidence.display()))?;
+    let accused = *evidence.evidence.answer.provider.as_bytes();
+    match chain.node_of(terms.provider).await? {
+        Some(node) if node == accused => {}
+        Some(_) => bail!(
+            "{} is bound to another node than the one the evidence accuses ({})",
+            terms.provider,
+            evidence.evidence.answer.provider
+        ),
+        None => bail!("{} is not bound to any node", terms.provider),
+    }
+    Ok((evidence, ganglion_settle::eip712::keccak256(&bytes)))
+}
+
+pub async fn slash(args: SlashArgs) -> anyhow::Result<()> {
+    match args.step {
+        SlashStep::Sign {
+            chain,
+            key,
+            slash,
+            models,
+        } => {
+            let pay = pay_key_of(&key)?;
+            let chain = chain.settlement().await?;
+            let (evidence, hash) = evidence_for(&chain, &slash).await?;
+            let runtime = crate::checker::runtime_of(&models)?;
+            let found = ganglion_node::checker::recheck(&evidence, &runtime)
+                .await
+                .map_err(|why| {
+                    anyhow::anyhow!("re-checked here, the evidence does not hold: {why}")
+                })?;
+            eprintln!("re-checked here: the provider's answer is wrong: {found}");
+            let signature = chain.sign_slash(
+                &pay,
+                slash.provider,
+                hash,
+                slash.fraction_bps,
+                slash.deadline,
+            )?;
+            println!(
+                "{}=0x{}",
+                pay.address(),
+                alloy_primitives::hex::encode(signature.0)
+            );
+        }
+        SlashStep::Propose {
+            chain,
+            key,
+            slash,
+            signatures,
+        } => {
+            let pay = pay_key_of(&key)?;
+            let chain = chain.settlement().await?;
+            let (_, hash) = evidence_for(&chain, &slash).await?;
+            let id = chain
+                .propose_slash(
+                    &pay,
+                    slash.provider,
+                    hash,
+                    slash.fraction_bps,
+                    slash.deadline,
+                    &signatures,
+                )
+                .await?;
+            let (from, until) = chain.slash_window(id).await?;
+            println!("proposed {id}");
+            println!("executable from {from} until {until} (Unix time): ganglion slash execute --id {id}");
+        }
+        SlashStep::Execute { chain, key, id } => {
+            let pay = pay_key_of(&key)?;
+            let chain = chain.settlement().await?;
+            let id: alloy_primitives::B256 =
+                id.parse().map_err(|e| anyhow::anyhow!("--id {id}: {e}"))?;
+            let taken = chain.execute_slash(&pay, id).await?;
+            println!("slashed {taken} to the treasury");
+        }
+    }
+    Ok(())
+}

@@ -116,7 +116,7 @@ pub fn start(
 }
 
 /// A runtime with the models named on the command line.
-fn runtime_of(models: &[String]) -> anyhow::Result<Arc<Runtime>> {
+pub(crate) fn runtime_of(models: &[String]) -> anyhow::Result<Arc<Runtime>> {
     let models = models
         .iter()
         .map(|m| crate::nodes::load_model(m))

@@ -78,6 +78,10 @@ enum Command {
     Redeem(chain_cli::RedeemArgs),
     /// Show accounts on chain: tokens, gas, binding, stake, and a channel.
     Balance(chain_cli::BalanceArgs),
+    /// Slash a provider on evidence: each checker re-runs the evidence and signs (`sign`),
+    /// anyone proposes with a quorum of signatures (`propose`), and after the challenge window
+    /// anyone executes it (`execute`).
+    Slash(chain_cli::SlashArgs),
 }
 
 /// Runs a settlement command on a small runtime of its own.
@@ -114,5 +118,6 @@ fn main() -> anyhow::Result<()> {
         Command::Deposit(args) => on_chain(|| chain_cli::deposit(args)),
         Command::Redeem(args) => on_chain(|| chain_cli::redeem(args)),
         Command::Balance(args) => on_chain(|| chain_cli::balance(args)),
+        Command::Slash(args) => on_chain(|| chain_cli::slash(args)),
     }
 }

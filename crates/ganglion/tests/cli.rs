@@ -982,6 +982,19 @@ fn deploy_stake_deposit_serve_redeem_and_balance_from_the_cli() {
         &path("garbage.json"),
     ]));
     assert!(garbled.contains("is not valid"), "{garbled}");
+    let not_evidence = run_err(&with(&[
+        "slash",
+        "sign",
+        "--key",
+        &path("robot.key"),
+        "--evidence",
+        &path("garbage.json"),
+        "--provider",
+        &provider,
+        "--deadline",
+        "4000000000",
+    ]));
+    assert!(not_evidence.contains("is not evidence"), "{not_evidence}");
     let _ = std::fs::remove_dir_all(&dir);
 }
 

@@ -506,6 +506,17 @@ mod tests {
         assert!(parse_http(huge).is_err());
     }
 
+    proptest::proptest! {
+        /// Whatever a node sends back, the parser answers with a body or an error.
+        #[test]
+        fn any_response_parses_or_is_refused(bytes in proptest::collection::vec(proptest::num::u8::ANY, 0..512)) {
+            let _ = parse_http(&bytes);
+            let mut chunked = b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n".to_vec();
+            chunked.extend_from_slice(&bytes);
+            let _ = parse_http(&chunked);
+        }
+    }
+
     #[tokio::test]
     async fn urls_that_cannot_work_are_refused_with_a_reason() {
         for (url, why) in [
