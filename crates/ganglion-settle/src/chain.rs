@@ -8,7 +8,7 @@ pub mod embedded;
 pub mod rpc;
 pub mod tx;
 
-use alloy_primitives::{Address as EvmAddress, Bytes, LogData, B256, U256};
+use alloy_primitives::{Address as EvmAddress, Bytes, LogData, U256};
 
 use ganglion_types::pay::{Address, PayKey};
 
@@ -19,14 +19,15 @@ pub use rpc::Rpc;
 /// chain uses too, so that one deployment script gives the same addresses on both.
 pub const DEV_CHAIN_ID: u64 = 31_337;
 
+/// Gas money development accounts are given (1,000 ether in wei): more than they can spend.
+pub const DEV_GAS_WEI: u128 = 1_000_000_000_000_000_000_000;
+
 /// Gas one transaction may use at most on the embedded chain (a mainnet block's limit).
 pub const TX_GAS_MAX: u64 = 30_000_000;
 
 /// A mined transaction.
 #[derive(Debug, Clone)]
 pub struct Receipt {
-    /// The transaction hash (for the embedded chain, the hash of its signing payload).
-    pub hash: B256,
     pub gas_used: u64,
     pub logs: Vec<Log>,
     /// The address of the contract a creation made.

@@ -253,16 +253,13 @@ impl Ledger {
         out
     }
 
-    /// The latest voucher of every session the escrow has not yet paid in full, in a stable
-    /// order (robot, then session).
+    /// The latest voucher of every session the escrow has not yet paid in full (in no
+    /// particular order).
     pub fn unsettled(&self) -> Vec<SignedVoucher> {
-        let mut out: Vec<SignedVoucher> = self
-            .accounts
+        self.accounts
             .values()
             .filter_map(|a| a.latest.filter(|v| v.voucher.cumulative > a.settled))
-            .collect();
-        out.sort_by_key(|v| (v.voucher.robot.0, v.voucher.session));
-        out
+            .collect()
     }
 
     /// Records that the escrow has paid `session` up to `cumulative`. The session is kept,
@@ -279,12 +276,5 @@ impl Ledger {
         self.accounts
             .get(&(robot, session))
             .map_or(MicroTokens::ZERO, |a| a.settled)
-    }
-
-    /// What the escrow has paid over all sessions.
-    pub fn total_settled(&self) -> Option<MicroTokens> {
-        self.accounts
-            .values()
-            .try_fold(MicroTokens::ZERO, |sum, a| sum.checked_add(a.settled))
     }
 }

@@ -10,7 +10,7 @@ use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
 
 use crate::chain::ChainError;
-use crate::settle::{Redemption, SkipReason, BATCH_MAX};
+use crate::settle::{fee_on, Redemption, SkipReason, BATCH_MAX};
 use crate::{Address, Ledger, PayKey, Settlement};
 use ganglion_types::MicroTokens;
 
@@ -41,6 +41,30 @@ pub struct RedeemTotals {
     pub last_error: Option<String>,
 }
 
+impl RedeemTotals {
+    /// Adds another redeemer's totals to these (the latest error kept).
+    pub fn add(&mut self, other: &Self) {
+        self.rounds += other.rounds;
+        self.transactions += other.transactions;
+        self.vouchers += other.vouchers;
+        self.paid = MicroTokens(self.paid.0.saturating_add(other.paid.0));
+        self.fees = MicroTokens(self.fees.0.saturating_add(other.fees.0));
+        self.gas_used += other.gas_used;
+        self.uncovered += other.uncovered;
+        self.bad_signature += other.bad_signature;
+        self.skipped_other += other.skipped_other;
+        self.found_paid += other.found_paid;
+        self.errors += other.errors;
+        if other.last_error.is_some() {
+            self.last_error.clone_from(&other.last_error);
+        }
+    }
+}
+
+/// A skipped voucher is sent again only every this many rounds (unless a newer one comes):
+/// its channel may be funded meanwhile, but it should not cost gas every round.
+const SKIPPED_RETRY_ROUNDS: u32 = 10;
+
 /// Redeems one provider's vouchers.
 #[derive(Debug)]
 pub struct Redeemer {
@@ -48,6 +72,10 @@ pub struct Redeemer {
     key: Arc<PayKey>,
     ledger: Arc<Mutex<Ledger>>,
     totals: RedeemTotals,
+    /// Vouchers the escrow skipped, by (robot, session), with their cumulative amount.
+    skipped: std::collections::HashMap<(Address, u64), MicroTokens>,
+    /// Rounds run, to retry skipped vouchers now and then.
+    ticks: u32,
 }
 
 fn lock(ledger: &Mutex<Ledger>) -> MutexGuard<'_, Ledger> {
@@ -63,6 +91,8 @@ impl Redeemer {
             key,
             ledger,
             totals: RedeemTotals::default(),
+            skipped: std::collections::HashMap::new(),
+            ticks: 0,
         }
     }
 
@@ -73,7 +103,17 @@ impl Redeemer {
     /// Redeems everything due now, a batch at a time: each batch the chain took is booked
     /// before the next is sent, so a failure midway loses no record of what was paid.
     pub async fn round(&mut self) -> Result<Redemption, ChainError> {
-        let due = lock(&self.ledger).unsettled();
+        self.ticks += 1;
+        let retry = self.ticks.is_multiple_of(SKIPPED_RETRY_ROUNDS);
+        let due: Vec<_> = lock(&self.ledger)
+            .unsettled()
+            .into_iter()
+            .filter(|v| {
+                retry
+                    || self.skipped.get(&(v.voucher.robot, v.voucher.session))
+                        != Some(&v.voucher.cumulative)
+            })
+            .collect();
         if due.is_empty() {
             return Ok(Redemption::default());
         }
@@ -122,7 +162,15 @@ impl Redeemer {
             lock(&self.ledger).settled(r.robot, r.session, r.cumulative);
             self.credit(r.paid, r.fee);
         }
-        for (_, _, reason) in &redemption.skipped {
+        let fee_bps = self.settlement.protocol_fee_bps().await?;
+        for (robot, session, reason) in &redemption.skipped {
+            if let Some(v) = batch
+                .iter()
+                .find(|v| v.voucher.robot == *robot && v.voucher.session == *session)
+            {
+                self.skipped
+                    .insert((*robot, *session), v.voucher.cumulative);
+            }
             match reason {
                 SkipReason::Uncovered => self.totals.uncovered += 1,
                 SkipReason::BadSignature => self.totals.bad_signature += 1,
@@ -132,30 +180,20 @@ impl Redeemer {
         // A voucher neither paid nor skipped was a replay: the escrow had paid that session as
         // far already (an earlier round whose answer was lost, or the session id used before).
         // Book what it paid beyond what this ledger knew, so it is not sent again.
-        for v in batch {
+        for v in redemption.replays(batch) {
             let voucher = v.voucher;
-            let seen =
-                |robot: Address, session: u64| robot == voucher.robot && session == voucher.session;
-            if redemption.redeemed.iter().any(|r| seen(r.robot, r.session))
-                || redemption
-                    .skipped
-                    .iter()
-                    .any(|(robot, session, _)| seen(*robot, *session))
-            {
-                continue;
-            }
             let on_chain = self
                 .settlement
                 .redeemed(voucher.robot, voucher.provider, voucher.session)
                 .await?;
             let before = lock(&self.ledger).settled_of(voucher.robot, voucher.session);
             if on_chain > before {
-                let bps = self.settlement.protocol_fee_bps().await?;
-                let fee = |x: MicroTokens| {
-                    MicroTokens((u128::from(x.0) * u128::from(bps) / 10_000) as u64)
-                };
                 let increase = MicroTokens(on_chain.0 - before.0);
-                let fee = MicroTokens(fee(on_chain).0.saturating_sub(fee(before).0));
+                let fee = MicroTokens(
+                    fee_on(on_chain, fee_bps)
+                        .0
+                        .saturating_sub(fee_on(before, fee_bps).0),
+                );
                 self.credit(increase, fee);
                 self.totals.found_paid += 1;
             }
@@ -182,14 +220,13 @@ impl Redeemer {
                     }
                 }
             }
-            // The last rounds: again while something is still due (a voucher that arrived
-            // during a round), a few times at most (an uncovered one stays due).
+            // The last rounds: again while something new is due (a voucher that arrived
+            // during a round), a few times at most.
             for _ in 0..3 {
-                if let Err(e) = self.round().await {
-                    tracing::warn!("last redemption failed: {e}");
-                }
-                if lock(&self.ledger).unsettled().is_empty() {
-                    break;
+                match self.round().await {
+                    Ok(r) if r.transactions == 0 => break,
+                    Ok(_) => {}
+                    Err(e) => tracing::warn!("last redemption failed: {e}"),
                 }
                 tokio::time::sleep(Duration::from_millis(100)).await;
             }

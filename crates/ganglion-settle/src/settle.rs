@@ -161,8 +161,8 @@ pub struct Channel {
 /// An account's stake in the registry.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Stake {
-    /// 0 none, 1 provider, 2 checker.
-    pub role: u8,
+    /// `None`: not staked in any role.
+    pub role: Option<Role>,
     pub active: MicroTokens,
     pub unbonding: MicroTokens,
     pub unbond_at: u64,
@@ -208,6 +208,32 @@ impl Redemption {
     pub fn fees(&self) -> MicroTokens {
         MicroTokens(self.redeemed.iter().map(|r| r.fee.0).sum())
     }
+
+    /// The vouchers of `batch` the escrow neither paid nor skipped: replays of a session it
+    /// had paid as far already.
+    pub fn replays<'a>(
+        &'a self,
+        batch: &'a [SignedVoucher],
+    ) -> impl Iterator<Item = &'a SignedVoucher> + 'a {
+        batch.iter().filter(|v| {
+            let (robot, session) = (v.voucher.robot, v.voucher.session);
+            !self
+                .redeemed
+                .iter()
+                .any(|r| r.robot == robot && r.session == session)
+                && !self
+                    .skipped
+                    .iter()
+                    .any(|(r, s, _)| *r == robot && *s == session)
+        })
+    }
+}
+
+/// The escrow's fee on a session's cumulative amount: `cumulative × bps / 10,000`, rounded
+/// down (its `feeOn`); a redemption from `a` to `b` takes `fee_on(b) − fee_on(a)`.
+pub fn fee_on(cumulative: MicroTokens, bps: u64) -> MicroTokens {
+    let fee = u128::from(cumulative.0) * u128::from(bps) / 10_000;
+    MicroTokens(u64::try_from(fee).unwrap_or(u64::MAX))
 }
 
 fn amount(value: U256, what: &'static str) -> Result<MicroTokens, ChainError> {
@@ -589,7 +615,11 @@ impl Settlement {
             )
             .await?;
         Ok(Stake {
-            role: s.role,
+            role: match s.role {
+                1 => Some(Role::Provider),
+                2 => Some(Role::Checker),
+                _ => None,
+            },
             active: amount(U256::from(s.active), "stake")?,
             unbonding: amount(U256::from(s.unbonding), "stake")?,
             unbond_at: s.unbondAt,

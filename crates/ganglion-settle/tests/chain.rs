@@ -19,6 +19,22 @@ fn key(byte: u8) -> PayKey {
     PayKey::from_bytes(&[byte; 32]).expect("key")
 }
 
+/// Deploys the contracts from the development deployer, minting to `holders`.
+async fn deploy(host: Host, holders: Vec<(Address, MicroTokens)>, treasury: Address) -> Settlement {
+    let deployer = PayKey::from_bytes(&DEV_DEPLOYER_KEY).expect("dev key");
+    Settlement::deploy(
+        host,
+        &deployer,
+        &DeployConfig {
+            holders,
+            params: ParamsConfig::defaults(treasury),
+            governance: Default::default(),
+        },
+    )
+    .await
+    .expect("deploy")
+}
+
 struct Anvil {
     child: Child,
     url: String,
@@ -107,19 +123,7 @@ async fn settles_end_to_end(host: Host) {
         (checkers[1].address(), MicroTokens(60 * TOKEN)),
     ];
     let supply: u64 = holders.iter().map(|(_, v)| v.0).sum();
-    let chain = Arc::new(
-        Settlement::deploy(
-            host,
-            &deployer,
-            &DeployConfig {
-                holders,
-                params: ParamsConfig::defaults(treasury),
-                governance: Default::default(),
-            },
-        )
-        .await
-        .expect("deploy"),
-    );
+    let chain = Arc::new(deploy(host, holders, treasury).await);
     let d = chain.deployment().clone();
     // The deployer's eighth transaction creates the escrow: the address the CLI's default
     // voucher domain names, on the embedded chain and on a fresh anvil alike.
@@ -162,7 +166,10 @@ async fn settles_end_to_end(host: Host) {
         .await
         .expect("stake");
     let stake = chain.stake_of(provider.address()).await.expect("stake");
-    assert_eq!((stake.role, stake.active.0), (1, 100 * TOKEN));
+    assert_eq!(
+        (stake.role, stake.active.0),
+        (Some(Role::Provider), 100 * TOKEN)
+    );
     // Staking without a binding is refused, with the contract's reason.
     let refused = chain
         .stake(&robot, Role::Checker, MicroTokens(TOKEN))
@@ -396,17 +403,12 @@ async fn the_embedded_chain_survives_in_its_state_file() {
     let deployer = PayKey::from_bytes(&DEV_DEPLOYER_KEY).expect("key");
     let robot = key(1);
     let deployment = {
-        let chain = Settlement::deploy(
+        let chain = deploy(
             Host::embedded_at(&path).expect("open"),
-            &deployer,
-            &DeployConfig {
-                holders: vec![(robot.address(), MicroTokens(5 * TOKEN))],
-                params: ParamsConfig::defaults(Address([0x7e; 20])),
-                governance: Default::default(),
-            },
+            vec![(robot.address(), MicroTokens(5 * TOKEN))],
+            Address([0x7e; 20]),
         )
-        .await
-        .expect("deploy");
+        .await;
         chain
             .transfer(&robot, deployer.address(), MicroTokens(TOKEN))
             .await
@@ -443,24 +445,18 @@ async fn the_embedded_chain_survives_in_its_state_file() {
 }
 
 /// More sessions than one batch holds go out in several transactions; vouchers the escrow
-/// had already paid (an earlier round whose answer was lost) are booked from its storage, not
-/// sent again, and the totals still add up to what the provider received.
+/// had already paid (an earlier round whose answer was lost) pay nothing in the batch and are
+/// booked from its storage, and the totals still add up to what the provider received.
 #[tokio::test]
 async fn the_redeemer_splits_batches_and_books_what_was_paid_behind_its_back() {
-    let deployer = PayKey::from_bytes(&DEV_DEPLOYER_KEY).expect("dev key");
     let (robot, provider) = (key(1), key(2));
     let chain = Arc::new(
-        Settlement::deploy(
+        deploy(
             Host::embedded(),
-            &deployer,
-            &DeployConfig {
-                holders: vec![(robot.address(), MicroTokens(10 * TOKEN))],
-                params: ParamsConfig::defaults(Address([0x7e; 20])),
-                governance: Default::default(),
-            },
+            vec![(robot.address(), MicroTokens(10 * TOKEN))],
+            Address([0x7e; 20]),
         )
-        .await
-        .expect("deploy"),
+        .await,
     );
     chain
         .deposit(
@@ -507,4 +503,36 @@ async fn the_redeemer_splits_batches_and_books_what_was_paid_behind_its_back() {
     let received = chain.balance(provider.address()).await.expect("balance").0;
     assert_eq!(received, t.paid.0 - t.fees.0);
     assert!(ledger.lock().expect("ledger").unsettled().is_empty());
+    // A voucher its channel cannot cover is skipped once, then not sent again every round.
+    {
+        let mut l = ledger.lock().expect("ledger");
+        l.open(robot.address(), 500, MicroTokens(20 * TOKEN))
+            .expect("open");
+        l.answered(robot.address(), 500, MicroTokens(20 * TOKEN))
+            .expect("answer");
+        let v = Voucher {
+            robot: robot.address(),
+            provider: provider.address(),
+            session: 500,
+            cumulative: MicroTokens(20 * TOKEN),
+        }
+        .sign(&robot, &domain)
+        .expect("sign");
+        l.accept(robot.address(), 500, &v).expect("voucher");
+    }
+    redeemer.round().await.expect("round");
+    assert_eq!(
+        (redeemer.totals().uncovered, redeemer.totals().transactions),
+        (1, 3)
+    );
+    let again = redeemer.round().await.expect("round");
+    assert_eq!(
+        again.transactions, 0,
+        "a skipped voucher waits before it is sent again"
+    );
+    assert_eq!(
+        ledger.lock().expect("ledger").unsettled().len(),
+        1,
+        "it stays due"
+    );
 }

@@ -304,12 +304,13 @@ fn the_ledger_hands_out_what_is_unsettled_and_remembers_what_was_paid() {
     }
     w.ledger.answered(me, 3, MicroTokens(100)).unwrap();
     w.ledger.accept(me, 3, &voucher(&w, 3, 200)).unwrap();
-    let due: Vec<_> = w
+    let mut due: Vec<_> = w
         .ledger
         .unsettled()
         .iter()
         .map(|v| (v.voucher.session, v.voucher.cumulative.0))
         .collect();
+    due.sort_unstable();
     assert_eq!(due, vec![(3, 200), (4, 100)]);
     // Paid up to an older voucher: the latest is still due.
     w.ledger.settled(me, 3, MicroTokens(100));
@@ -324,7 +325,6 @@ fn the_ledger_hands_out_what_is_unsettled_and_remembers_what_was_paid() {
     // is told apart from one with a new voucher.
     w.ledger.close(me, 3);
     assert_eq!(w.ledger.total_paid(), Some(MicroTokens(300)));
-    assert_eq!(w.ledger.total_settled(), Some(MicroTokens(300)));
     w.ledger.open(me, 3, MicroTokens(1_000)).unwrap();
     assert!(matches!(
         w.ledger.accept(me, 3, &voucher(&w, 3, 200)),

@@ -49,7 +49,8 @@ impl ChainArgs {
     }
 }
 
-fn read_json<T: serde::de::DeserializeOwned>(path: &Path) -> anyhow::Result<T> {
+/// A file's bytes, refused past [`FILE_MAX`] before it is read.
+fn read_bounded(path: &Path) -> anyhow::Result<Vec<u8>> {
     let len = std::fs::metadata(path)
         .with_context(|| format!("cannot read {}", path.display()))?
         .len();
@@ -59,8 +60,12 @@ fn read_json<T: serde::de::DeserializeOwned>(path: &Path) -> anyhow::Result<T> {
             path.display()
         );
     }
-    let bytes = std::fs::read(path).with_context(|| format!("cannot read {}", path.display()))?;
-    serde_json::from_slice(&bytes).with_context(|| format!("{} is not valid", path.display()))
+    std::fs::read(path).with_context(|| format!("cannot read {}", path.display()))
+}
+
+fn read_json<T: serde::de::DeserializeOwned>(path: &Path) -> anyhow::Result<T> {
+    serde_json::from_slice(&read_bounded(path)?)
+        .with_context(|| format!("{} is not valid", path.display()))
 }
 
 /// Writes `value` as JSON to a new file (never over an existing one).
@@ -112,8 +117,8 @@ pub struct DeployArgs {
 }
 
 fn read_secret(path: &Path) -> anyhow::Result<PayKey> {
-    let text = std::fs::read_to_string(path)
-        .with_context(|| format!("cannot read key file {}", path.display()))?;
+    let bytes = read_bounded(path)?;
+    let text = String::from_utf8_lossy(&bytes);
     let hex = text.trim().trim_start_matches("0x");
     let bytes = alloy_primitives::hex::decode(hex)
         .ok()
@@ -135,7 +140,7 @@ pub async fn deploy(args: DeployArgs) -> anyhow::Result<()> {
     };
     let host = args.chain.host().await?;
     if args.fund_gas {
-        let wei = alloy_primitives::U256::from(10u128.pow(21));
+        let wei = alloy_primitives::U256::from(ganglion_settle::chain::DEV_GAS_WEI);
         for who in std::iter::once(deployer.address()).chain(args.mint.iter().map(|(a, _)| *a)) {
             host.fund_gas(who, wei).await?;
         }
@@ -236,9 +241,9 @@ pub async fn stake(args: StakeArgs) -> anyhow::Result<()> {
 async fn print_stake(chain: &Settlement, who: Address) -> anyhow::Result<()> {
     let s = chain.stake_of(who).await?;
     let role = match s.role {
-        1 => "provider",
-        2 => "checker",
-        _ => "none",
+        Some(Role::Provider) => "provider",
+        Some(Role::Checker) => "checker",
+        None => "none",
     };
     let unbonding = if s.unbonding.0 > 0 {
         format!(", {} unbonding until {}", s.unbonding, s.unbond_at)
@@ -350,9 +355,7 @@ pub async fn redeem(args: RedeemArgs) -> anyhow::Result<()> {
     for (robot, session, reason) in &r.skipped {
         println!("skipped   session {session} of {robot}: {reason:?}");
     }
-    let replays = good
-        .len()
-        .saturating_sub(r.redeemed.len() + r.skipped.len());
+    let replays = r.replays(&good).count();
     if replays > 0 {
         println!("{replays} vouchers were paid before: nothing more to pay");
     }
@@ -492,14 +495,7 @@ async fn evidence_for(
     chain: &Settlement,
     terms: &SlashTerms,
 ) -> anyhow::Result<(ganglion_types::verify::SignedEvidence, [u8; 32])> {
-    let len = std::fs::metadata(&terms.evidence)
-        .with_context(|| format!("cannot read evidence {}", terms.evidence.display()))?
-        .len();
-    if len > FILE_MAX {
-        bail!("{} is {len} bytes: not evidence", terms.evidence.display());
-    }
-    let bytes = std::fs::read(&terms.evidence)
-        .with_context(|| format!("cannot read evidence {}", terms.evidence.display()))?;
+    let bytes = read_bounded(&terms.evidence)?;
     let evidence = ganglion_types::verify::SignedEvidence::from_bytes(&bytes)
         .map_err(|e| anyhow::anyhow!("{} is not evidence: {e}", terms.evidence.display()))?;
     let accused = *evidence.evidence.answer.provider.as_bytes();

@@ -9,7 +9,7 @@ use ganglion_settle::{Address, Binding, Domain, PayKey};
 use ganglion_types::{MicroTokens, NodeKey};
 
 /// Chain id of a local development chain (anvil's and hardhat's default).
-pub const DEVNET_CHAIN_ID: u64 = 31_337;
+pub const DEVNET_CHAIN_ID: u64 = ganglion_settle::chain::DEV_CHAIN_ID;
 
 /// Where the escrow lands when the development deployer deploys the settlement contracts on a
 /// fresh development chain (the embedded EVM, or a fresh anvil): the devnet's escrow.

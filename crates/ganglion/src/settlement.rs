@@ -23,7 +23,7 @@ use crate::report::{BalanceLine, SettlementReport, SlashLine};
 const SUPPLY: MicroTokens = MicroTokens(1_000_000_000 * 1_000_000);
 
 /// Gas money each devnet account gets (wei): far more than it can spend.
-const GAS_EACH: u128 = 1_000_000_000_000_000_000_000;
+const GAS_EACH: u128 = ganglion_settle::chain::DEV_GAS_WEI;
 
 /// Where the devnet's fees and slashed stake go.
 const TREASURY: Address = Address([0x7e; 20]);
@@ -49,8 +49,6 @@ pub struct DevChain {
     settlement: Arc<Settlement>,
     deployer: PayKey,
     accounts: Mutex<Vec<Account>>,
-    deposited: Mutex<u64>,
-    channels: Mutex<Vec<(Address, Address)>>,
     redeemers: Mutex<Vec<Running>>,
     slashes: Mutex<Vec<SlashLine>>,
     every: Duration,
@@ -91,8 +89,6 @@ impl DevChain {
                 channels: Vec::new(),
                 each: 0,
             }]),
-            deposited: Mutex::new(0),
-            channels: Mutex::new(Vec::new()),
             redeemers: Mutex::new(Vec::new()),
             slashes: Mutex::new(Vec::new()),
             every,
@@ -193,9 +189,7 @@ impl DevChain {
             self.settlement
                 .deposit(&pay, pay.address(), *provider, each)
                 .await?;
-            lock(&self.channels).push((pay.address(), *provider));
         }
-        *lock(&self.deposited) += deposits;
         self.remember(label, pay.address(), providers, each).await
     }
 
@@ -262,19 +256,7 @@ impl DevChain {
         for r in running {
             let _ = r.stop.send(());
             let t = r.task.await.context("a redeemer task failed")?;
-            totals.rounds += t.rounds;
-            totals.transactions += t.transactions;
-            totals.vouchers += t.vouchers;
-            totals.paid = MicroTokens(totals.paid.0 + t.paid.0);
-            totals.fees = MicroTokens(totals.fees.0 + t.fees.0);
-            totals.gas_used += t.gas_used;
-            totals.uncovered += t.uncovered;
-            totals.bad_signature += t.bad_signature;
-            totals.found_paid += t.found_paid;
-            totals.errors += t.errors;
-            if t.last_error.is_some() {
-                totals.last_error = t.last_error.clone();
-            }
+            totals.add(&t);
             by_provider.insert(r.address, t);
         }
         let held: u64 = ledgers
@@ -283,12 +265,6 @@ impl DevChain {
             .map(|m| m.0)
             .sum();
         let unsettled: usize = ledgers.iter().map(|(_, l)| lock(l).unsettled().len()).sum();
-        let mut left = 0;
-        let channels = lock(&self.channels).clone();
-        for (robot, provider) in channels {
-            left += self.settlement.channel(robot, provider).await?.balance.0;
-        }
-        let deposited = *lock(&self.deposited);
         type Row = (String, Address, u64, Vec<Address>, u64);
         let accounts: Vec<Row> = lock(&self.accounts)
             .iter()
@@ -302,6 +278,7 @@ impl DevChain {
                 )
             })
             .collect();
+        let (mut deposited, mut left, mut channel_count) = (0, 0, 0);
         let mut balances = Vec::new();
         let mut mismatches = Vec::new();
         for (label, address, start, channels, each) in &accounts {
@@ -317,7 +294,10 @@ impl DevChain {
                         .balance
                         .0;
                 }
-                in_channels = Some((sum, each * channels.len() as u64));
+                let put = each * channels.len() as u64;
+                (deposited, left, channel_count) =
+                    (deposited + put, left + sum, channel_count + channels.len());
+                in_channels = Some((sum, put));
             }
             let change = i128::from(now) - i128::from(*start);
             if let Some(t) = by_provider.get(address) {
@@ -339,7 +319,10 @@ impl DevChain {
         }
         let slashes = lock(&self.slashes).clone();
         let slashed: u64 = slashes.iter().map(|s| s.taken_micro).sum();
-        let treasury = self.settlement.balance(TREASURY).await?.0;
+        let treasury = balances
+            .iter()
+            .find(|b| b.address == TREASURY.to_string())
+            .map_or(0, |b| b.tokens_micro);
         if treasury != totals.fees.0 + slashed {
             mismatches.push(format!(
                 "the treasury holds {treasury}, the fees were {} and the slashes took {slashed}",
@@ -376,7 +359,7 @@ impl DevChain {
         Ok(SettlementReport {
             chain: self.describe(),
             deposited_micro: deposited,
-            channels: lock(&self.channels).len(),
+            channels: channel_count,
             vouchers_micro: held,
             redeemed_micro: totals.paid.0,
             fees_micro: totals.fees.0,
@@ -387,7 +370,7 @@ impl DevChain {
             gas_used: totals.gas_used,
             redeem_errors: totals.errors,
             skipped_uncovered: totals.uncovered,
-            skipped_bad_signature: totals.bad_signature,
+            skipped_bad_signature: totals.bad_signature + totals.skipped_other,
             found_paid: totals.found_paid,
             last_error: totals.last_error,
             balances,

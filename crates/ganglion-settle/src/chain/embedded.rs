@@ -11,7 +11,7 @@
 use std::path::{Path, PathBuf};
 use std::time::{SystemTime, UNIX_EPOCH};
 
-use alloy_primitives::{keccak256, Bytes, TxKind, B256, U256};
+use alloy_primitives::{Bytes, TxKind, U256};
 use revm::context::result::{ExecutionResult, Output};
 use revm::context::TxEnv;
 use revm::database::{CacheDB, EmptyDB};
@@ -220,14 +220,6 @@ impl Embedded {
         data: Vec<u8>,
     ) -> Result<Receipt, ChainError> {
         let nonce = self.nonce(from);
-        let hash = {
-            let mut payload = Vec::with_capacity(data.len() + 48);
-            payload.extend_from_slice(&self.state.chain_id.to_be_bytes());
-            payload.extend_from_slice(&from.0);
-            payload.extend_from_slice(&nonce.to_be_bytes());
-            payload.extend_from_slice(&data);
-            keccak256(&payload)
-        };
         let tx = self.tx(from, to, data, nonce);
         let (block, timestamp) = self.next_block();
         let chain_id = self.state.chain_id;
@@ -251,7 +243,6 @@ impl Embedded {
             ExecutionResult::Success {
                 gas, logs, output, ..
             } => Receipt {
-                hash: B256::from(hash),
                 gas_used: gas.tx_gas_used(),
                 logs: logs
                     .into_iter()

@@ -40,11 +40,15 @@ pub struct Rpc {
     sending: tokio::sync::Mutex<()>,
 }
 
-fn hex_u64(value: &Value, what: &'static str) -> Result<u64, ChainError> {
-    let text = value.as_str().ok_or(ChainError::Decode {
+fn text<'a>(value: &'a Value, what: &'static str) -> Result<&'a str, ChainError> {
+    value.as_str().ok_or(ChainError::Decode {
         what,
         why: format!("not a string: {value}"),
-    })?;
+    })
+}
+
+fn hex_u64(value: &Value, what: &'static str) -> Result<u64, ChainError> {
+    let text = text(value, what)?;
     u64::from_str_radix(text.trim_start_matches("0x"), 16).map_err(|e| ChainError::Decode {
         what,
         why: format!("{text}: {e}"),
@@ -52,21 +56,14 @@ fn hex_u64(value: &Value, what: &'static str) -> Result<u64, ChainError> {
 }
 
 fn hex_bytes(value: &Value, what: &'static str) -> Result<Vec<u8>, ChainError> {
-    let text = value.as_str().ok_or(ChainError::Decode {
-        what,
-        why: format!("not a string: {value}"),
-    })?;
-    hex::decode(text).map_err(|e| ChainError::Decode {
+    hex::decode(text(value, what)?).map_err(|e| ChainError::Decode {
         what,
         why: e.to_string(),
     })
 }
 
 fn hex_u256(value: &Value, what: &'static str) -> Result<U256, ChainError> {
-    let text = value.as_str().ok_or(ChainError::Decode {
-        what,
-        why: format!("not a string: {value}"),
-    })?;
+    let text = text(value, what)?;
     U256::from_str_radix(text.trim_start_matches("0x"), 16).map_err(|e| ChainError::Decode {
         what,
         why: format!("{text}: {e}"),
@@ -416,7 +413,6 @@ fn parse_receipt(receipt: &Value) -> Result<Receipt, ChainError> {
         });
     }
     Ok(Receipt {
-        hash,
         gas_used,
         logs,
         created,
