@@ -8,8 +8,10 @@
 //!   or not it won the race: a hedge is a cost the robot chooses.
 //! - [`Ledger::behind`] is what is owed and not yet covered by a voucher; a provider stops
 //!   serving a session that is more than its allowance behind.
-//! - The ledger holds at most [`SESSIONS_MAX`] sessions; closed ones keep their latest voucher
-//!   until [`Ledger::take_closed`] hands them to settlement.
+//! - The ledger holds at most [`SESSIONS_MAX`] live sessions. A closed one keeps its latest
+//!   voucher until [`Ledger::take_closed`] hands it over, or until the escrow has paid it in
+//!   full ([`Ledger::settled`]): then only what it was paid is kept, so that a robot coming
+//!   back to the session must pay above it.
 //! - [`Ledger::unsettled`] is what a redemption would still be paid for: each session's latest
 //!   voucher, where it is above what the escrow already paid for that session.
 
@@ -61,13 +63,15 @@ struct Account {
     latest: Option<SignedVoucher>,
     /// The cumulative amount the escrow has paid for this session.
     settled: MicroTokens,
+    /// What the session had been paid when the ledger last forgot it (0 for a new one): a
+    /// voucher must be above it.
+    floor: MicroTokens,
     open: bool,
 }
 
 impl Account {
     fn paid(&self) -> MicroTokens {
-        self.latest
-            .map_or(MicroTokens::ZERO, |v| v.voucher.cumulative)
+        self.latest.map_or(self.floor, |v| v.voucher.cumulative)
     }
 }
 
@@ -77,6 +81,9 @@ pub struct Ledger {
     me: Address,
     domain: Domain,
     accounts: HashMap<(Address, u64), Account>,
+    /// Closed sessions the escrow has paid in full, reduced to what they were paid: enough to
+    /// refuse a replayed voucher if the robot comes back, at a fraction of an account's size.
+    forgotten: HashMap<(Address, u64), MicroTokens>,
 }
 
 impl Ledger {
@@ -86,6 +93,7 @@ impl Ledger {
             me,
             domain,
             accounts: HashMap::new(),
+            forgotten: HashMap::new(),
         }
     }
 
@@ -106,13 +114,19 @@ impl Ledger {
         if self.accounts.len() >= SESSIONS_MAX {
             return Err(LedgerError::Full(self.accounts.len()));
         }
+        // A session forgotten once paid comes back with what it was paid as its floor.
+        let paid = self
+            .forgotten
+            .remove(&(robot, session))
+            .unwrap_or(MicroTokens::ZERO);
         self.accounts.insert(
             (robot, session),
             Account {
                 budget,
-                owed: MicroTokens::ZERO,
+                owed: paid,
                 latest: None,
-                settled: MicroTokens::ZERO,
+                settled: paid,
+                floor: paid,
                 open: true,
             },
         );
@@ -226,11 +240,15 @@ impl Ledger {
             .and_then(|a| a.latest.as_ref())
     }
 
-    /// Sum of every session's latest voucher (what settlement would redeem now).
+    /// Sum of every session's latest voucher, the forgotten ones' included.
     pub fn total_paid(&self) -> Option<MicroTokens> {
+        let forgotten = self
+            .forgotten
+            .values()
+            .try_fold(MicroTokens::ZERO, |sum, p| sum.checked_add(*p))?;
         self.accounts
             .values()
-            .try_fold(MicroTokens::ZERO, |sum, a| sum.checked_add(a.paid()))
+            .try_fold(forgotten, |sum, a| sum.checked_add(a.paid()))
     }
 
     /// Marks a session closed: no more answers are counted, its latest voucher is kept.
@@ -262,12 +280,18 @@ impl Ledger {
             .collect()
     }
 
-    /// Records that the escrow has paid `session` up to `cumulative`. The session is kept,
-    /// closed or not: a robot may come back to it, and only the kept voucher tells a later one
-    /// from a replay.
+    /// Records that the escrow has paid `session` up to `cumulative`. A closed session paid
+    /// in full is reduced to what it was paid (the ledger's room is for live sessions): a
+    /// robot that comes back to it must pay above that.
     pub fn settled(&mut self, robot: Address, session: u64, cumulative: MicroTokens) {
-        if let Some(account) = self.accounts.get_mut(&(robot, session)) {
+        let key = (robot, session);
+        if let Some(account) = self.accounts.get_mut(&key) {
             account.settled = account.settled.max(cumulative);
+            if !account.open && account.settled >= account.paid() {
+                let paid = account.paid();
+                self.accounts.remove(&key);
+                self.forgotten.insert(key, paid);
+            }
         }
     }
 

@@ -321,17 +321,28 @@ fn the_ledger_hands_out_what_is_unsettled_and_remembers_what_was_paid() {
     // Settling never goes backwards.
     w.ledger.settled(me, 3, MicroTokens(50));
     assert!(w.ledger.unsettled().is_empty());
-    // A closed session paid in full is kept: a robot coming back to it with an old voucher
-    // is told apart from one with a new voucher.
+    // A closed session paid in full is reduced to what it was paid; the totals keep it, and
+    // a robot coming back to it with an old voucher is told apart from one with a new voucher.
     w.ledger.close(me, 3);
+    w.ledger.settled(me, 3, MicroTokens(200));
+    assert!(w.ledger.latest(me, 3).is_none(), "forgotten");
     assert_eq!(w.ledger.total_paid(), Some(MicroTokens(300)));
     w.ledger.open(me, 3, MicroTokens(1_000)).unwrap();
     assert!(matches!(
         w.ledger.accept(me, 3, &voucher(&w, 3, 200)),
         Err(LedgerError::NotIncreasing { .. })
     ));
+    assert_eq!(w.ledger.behind(me, 3), MicroTokens::ZERO);
+    w.ledger.answered(me, 3, MicroTokens(100)).unwrap();
+    assert_eq!(w.ledger.behind(me, 3), MicroTokens(100));
+    assert_eq!(
+        w.ledger.accept(me, 3, &voucher(&w, 3, 300)),
+        Ok(MicroTokens(100))
+    );
+    assert_eq!(w.ledger.total_paid(), Some(MicroTokens(400)));
+    assert_eq!(w.ledger.unsettled().len(), 1, "the new voucher is due");
     // An open one is kept: more answers and vouchers may come.
     w.ledger.answered(me, 4, MicroTokens(100)).unwrap();
     w.ledger.accept(me, 4, &voucher(&w, 4, 200)).unwrap();
-    assert_eq!(w.ledger.unsettled().len(), 1);
+    assert_eq!(w.ledger.unsettled().len(), 2);
 }
