@@ -612,6 +612,10 @@ fn devnet_checkers_flag_a_wrong_provider_and_a_dead_one_and_their_evidence_reche
         ])
         .args(["--misbehave-wrong", "0.5", "--quiet", "--evidence"])
         .arg(&evidence)
+        // The dead provider and the wrong one are both among every robot's two cheapest, and
+        // the kill may land just as the wrong one is excluded: k=2 survives one loss at a time,
+        // so a third provider per session keeps every request answered through both.
+        .args(["--redundancy", "3"])
         .arg("--json")
         .arg(&json)
         .output()
