@@ -79,6 +79,18 @@ fn address_of(value: &Value, what: &'static str) -> Result<Address, ChainError> 
     Ok(Address(array))
 }
 
+/// A JSON-RPC error object as an error.
+fn node_error(error: &Value) -> ChainError {
+    ChainError::Node {
+        code: error.get("code").and_then(Value::as_i64).unwrap_or(0),
+        message: error
+            .get("message")
+            .and_then(Value::as_str)
+            .unwrap_or("(no message)")
+            .to_owned(),
+    }
+}
+
 /// The revert data a node attaches to an error (anvil and geth put it in `error.data`,
 /// either as a hex string or as an object holding one).
 fn revert_data(error: &Value) -> Option<Vec<u8>> {
@@ -192,14 +204,7 @@ impl Rpc {
     pub async fn request(&self, method: &str, params: Value) -> Result<Value, ChainError> {
         self.request_raw(method, params)
             .await?
-            .map_err(|error| ChainError::Node {
-                code: error.get("code").and_then(Value::as_i64).unwrap_or(0),
-                message: error
-                    .get("message")
-                    .and_then(Value::as_str)
-                    .unwrap_or("(no message)")
-                    .to_owned(),
-            })
+            .map_err(|error| node_error(&error))
     }
 
     /// One JSON-RPC call: `Ok(result)` or `Ok(Err(error object))`; `Err` for transport trouble.
@@ -230,14 +235,7 @@ impl Rpc {
         if let Some(data) = revert_data(error) {
             return ChainError::Reverted(describe_revert(&data));
         }
-        ChainError::Node {
-            code: error.get("code").and_then(Value::as_i64).unwrap_or(0),
-            message: error
-                .get("message")
-                .and_then(Value::as_str)
-                .unwrap_or("(no message)")
-                .to_owned(),
-        }
+        node_error(error)
     }
 
     pub async fn call(&self, to: Address, data: Vec<u8>) -> Result<Bytes, ChainError> {

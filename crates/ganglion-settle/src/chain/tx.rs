@@ -56,19 +56,25 @@ fn list(fields: &[&dyn Encodable]) -> Vec<u8> {
 impl LegacyTx {
     /// The EIP-155 signing hash.
     pub fn signing_hash(&self) -> [u8; 32] {
+        keccak256(self.encode([&self.chain_id, &0u8, &0u8])).0
+    }
+
+    /// `rlp([nonce, gasPrice, gas, to, value, data, …tail])`.
+    fn encode(&self, tail: [&dyn Encodable; 3]) -> Vec<u8> {
         let to = To(&self.to);
-        let payload = list(&[
+        let data = self.data.as_slice();
+        let [a, b, c] = tail;
+        list(&[
             &self.nonce,
             &self.gas_price,
             &self.gas,
             &to,
             &self.value,
-            &self.data.as_slice(),
-            &self.chain_id,
-            &0u8,
-            &0u8,
-        ]);
-        keccak256(payload).0
+            &data,
+            a,
+            b,
+            c,
+        ])
     }
 
     /// Signs with `key` and returns the raw transaction for `eth_sendRawTransaction`.
@@ -82,18 +88,7 @@ impl LegacyTx {
             .ok_or(VoucherError::BadSignature)?;
         let r = U256::from_be_slice(&signature[..32]);
         let s = U256::from_be_slice(&signature[32..64]);
-        let to = To(&self.to);
-        Ok(list(&[
-            &self.nonce,
-            &self.gas_price,
-            &self.gas,
-            &to,
-            &self.value,
-            &self.data.as_slice(),
-            &v,
-            &r,
-            &s,
-        ]))
+        Ok(self.encode([&v, &r, &s]))
     }
 }
 
