@@ -334,20 +334,24 @@ fn runtime(
         device,
         batch_max: 1,
     };
-    let direct = Model::load_with(bundled.alias(), bundled.bytes(), &options)?;
+    let model = Model::load_with(bundled.alias(), bundled.bytes(), &options)?;
+    let hash = model.hash();
+    let runtime = Runtime::new(vec![model], RuntimeConfig::default());
+    // One loaded model (one copy of the weights), as on a provider: the runtime's workers, the
+    // inline runs and tract called directly all run its plan.
+    let direct = Arc::clone(
+        runtime
+            .model(&hash)
+            .context("the runtime does not hold the model it was given")?,
+    );
     println!("runtime: {alias} on the {}", direct.backend());
     // Tract called directly, with one reused state (its fastest plain use).
     let mut tract_state = direct.plan().spawn()?;
-    let runtime = Runtime::new(
-        vec![Model::load_with(
-            bundled.alias(),
-            bundled.bytes(),
-            &options,
-        )?],
-        RuntimeConfig::default(),
-    );
-    let hash = direct.hash();
-    let tokio = tokio::runtime::Builder::new_current_thread()
+    // A multi-threaded tokio runtime, as a provider's (its idle threads look for work a moment
+    // before they sleep, so a reply finds one awake more often than a current-thread runtime
+    // would).
+    let tokio = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(1)
         .enable_all()
         .build()?;
     let shape: Vec<usize> = input.shape.iter().map(|&d| d as usize).collect();
@@ -356,28 +360,34 @@ fn runtime(
     let mut state = direct.state()?;
     let (mut pool, mut inline, mut theirs) = (Vec::new(), Vec::new(), Vec::new());
     println!("runtime: {samples} samples of {alias} each, interleaved…");
-    for i in 0..samples + 10 {
-        let t = Instant::now();
-        let out = tract_state.run(tvec!(tract_input.clone().into()))?;
-        let tract_took = t.elapsed();
-        std::hint::black_box(out);
-        let t = Instant::now();
-        let deadline = Instant::now() + Duration::from_secs(10);
-        let out = tokio.block_on(runtime.infer(&hash, vec![input.clone()], deadline))?;
-        let pool_took = t.elapsed();
-        std::hint::black_box(out);
-        let t = Instant::now();
-        let out = direct.run(&mut state, std::slice::from_ref(&input))?;
-        let inline_took = t.elapsed();
-        std::hint::black_box(out);
-        if i >= 10 {
-            theirs.push(tract_took);
-            pool.push(pool_took);
-            inline.push(inline_took);
+    // Each sample runs the three in turn, starting one further along each time: the one that
+    // runs right after another path's run finds the caches holding that path's buffers, and no
+    // path should always be the one.
+    for i in 0..samples + 12 {
+        for k in 0..3 {
+            let t = Instant::now();
+            let deadline = t + Duration::from_secs(10);
+            let (took, into) = match (i + k) % 3 {
+                0 => {
+                    std::hint::black_box(tract_state.run(tvec!(tract_input.clone().into()))?);
+                    (t.elapsed(), &mut theirs)
+                }
+                1 => {
+                    let answer = runtime.infer(&hash, vec![input.clone()], deadline);
+                    std::hint::black_box(tokio.block_on(answer)?);
+                    (t.elapsed(), &mut pool)
+                }
+                _ => {
+                    std::hint::black_box(direct.run(&mut state, std::slice::from_ref(&input))?);
+                    (t.elapsed(), &mut inline)
+                }
+            };
+            if i >= 12 {
+                into.push(took);
+            }
         }
     }
     let theirs = stats(&mut theirs);
-    let inline = stats(&mut inline);
     Ok(vec![
         line(
             &format!("runtime {alias}"),
@@ -388,7 +398,13 @@ fn runtime(
         ),
         // The same checks and conversions on the calling thread, without the worker pool: what
         // the hand-off to a worker thread (which keeps a provider's network thread free) costs.
-        line(&format!("  inline {alias}"), inline, "tract", theirs, None),
+        line(
+            &format!("  inline {alias}"),
+            stats(&mut inline),
+            "tract",
+            theirs,
+            None,
+        ),
     ])
 }
 
