@@ -17,6 +17,7 @@ use ganglion_net::{RecvStream, SendStream};
 use ganglion_settle::Ledger;
 use ganglion_types::limits::ERROR_TEXT_BYTES_MAX;
 use ganglion_types::pay::{Address, Domain};
+use ganglion_types::presign::{self, Presigner};
 use ganglion_types::proto::{
     truncate_text, Answer, AnswerClaim, Done, Outcome, Refusal, Request, ServeError, SessionOpen,
     SessionOpened, SessionRenew, ToProvider, ToRobot,
@@ -160,7 +161,10 @@ impl<S: Service> Provider<S> {
 
     /// Serves until the endpoint is closed.
     pub async fn serve(self) {
+        let signer = Arc::new(Presigner::new(&self.key, presign::POOL_DEFAULT));
+        refill_in_background(&signer);
         let shared = Arc::new(Shared {
+            signer,
             key: self.key,
             service: self.service,
             guard: self.guard,
@@ -182,7 +186,26 @@ impl<S: Service> Provider<S> {
     }
 }
 
+/// Keeps `signer`'s pool of nonces full from a thread of its own, off the request path, until
+/// the signer is dropped. Without the thread, answers are still signed, each at the full cost.
+fn refill_in_background(signer: &Arc<Presigner>) {
+    let signer = Arc::downgrade(signer);
+    let spawned = std::thread::Builder::new()
+        .name("ganglion-presign".into())
+        .spawn(move || {
+            while let Some(signer) = signer.upgrade() {
+                signer.refill();
+                signer.wait_until_low(Duration::from_secs(1));
+            }
+        });
+    if let Err(e) = spawned {
+        warn!(error = %e, "cannot start the thread that makes signing nonces ahead");
+    }
+}
+
 struct Shared<S> {
+    /// Signs answers with nonces made ahead of time (the same key as `key`).
+    signer: Arc<Presigner>,
     key: Arc<NodeKey>,
     service: Arc<S>,
     guard: Arc<Mutex<ReplayGuard>>,
@@ -565,7 +588,7 @@ impl<S: Service> Shared<S> {
                 Outcome::Done(Done {
                     outputs,
                     service_us,
-                    signature: claim.sign(&self.key),
+                    signature: claim.presign(&self.signer),
                 })
             }
             Err(e) => Outcome::Failed(e),

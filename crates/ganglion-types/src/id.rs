@@ -34,6 +34,11 @@ impl NodeKey {
         Self(SigningKey::from_bytes(&seed))
     }
 
+    /// The Ed25519 key, for signers that need its parts (see [`crate::presign`]).
+    pub(crate) fn signing_key(&self) -> &SigningKey {
+        &self.0
+    }
+
     /// The 32-byte seed, for writing a key file.
     pub fn seed(&self) -> [u8; 32] {
         self.0.to_bytes()
@@ -57,7 +62,7 @@ impl fmt::Debug for NodeKey {
     }
 }
 
-fn signed_bytes(domain: &str, message: &[u8]) -> Vec<u8> {
+pub(crate) fn signed_bytes(domain: &str, message: &[u8]) -> Vec<u8> {
     let mut bytes = Vec::with_capacity(9 + domain.len() + 1 + message.len());
     bytes.extend_from_slice(b"ganglion/");
     bytes.extend_from_slice(domain.as_bytes());

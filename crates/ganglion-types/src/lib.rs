@@ -4,6 +4,7 @@
 //! Parts:
 //! - [`id`]: node keys (Ed25519) and their `did:key` identifiers.
 //! - [`wire`]: the versioned, size-bounded binary encoding every message uses.
+//! - [`presign`]: Ed25519 signing with nonces made ahead of time, for the answer path.
 //! - [`envelope`]: signed envelopes with domain separation, sequence numbers and expiry, and the
 //!   replay guard that rejects what was already seen.
 //! - [`frame`]: length-prefixed framing of the data plane, sans-IO, bounded before allocation.
@@ -28,6 +29,7 @@ pub mod limits;
 pub mod model;
 pub mod money;
 pub mod pay;
+pub mod presign;
 pub mod proto;
 pub mod tensor;
 pub mod verify;

@@ -265,6 +265,11 @@ impl AnswerClaim {
         key.sign(ANSWER_DOMAIN, &self.bytes())
     }
 
+    /// [`AnswerClaim::sign`] with a nonce made ahead of time: the same check passes it.
+    pub fn presign(&self, signer: &crate::presign::Presigner) -> Signature {
+        signer.sign(ANSWER_DOMAIN, &self.bytes())
+    }
+
     pub fn verify(&self, key: &PublicKey, signature: &Signature) -> Result<(), SignatureError> {
         key.verify(ANSWER_DOMAIN, &self.bytes(), signature)
     }
