@@ -226,6 +226,7 @@ mod tests {
     }
 
     #[test]
+    #[allow(clippy::disallowed_methods)] // the test's own stopwatch: woken, not timed out
     fn a_refiller_is_woken_when_the_pool_runs_low() {
         let signer = std::sync::Arc::new(Presigner::new(&NodeKey::from_seed([3; 32]), 8));
         signer.refill();
