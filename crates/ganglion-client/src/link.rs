@@ -11,7 +11,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use ganglion_net::{clock, ConnectError, Connection, Endpoint, FrameReader, FrameWriter};
-use ganglion_net::{RecvStream, SendStream};
+use ganglion_net::{Bytes, RecvStream, SendStream};
 use ganglion_types::pay::{Address, SignedVoucher};
 use ganglion_types::proto::{
     AnswerClaim, Done, Outcome, Refusal, RequestId, ServeError, SessionId, SessionOpen, TensorSpec,
@@ -111,7 +111,7 @@ pub struct Link {
     model: ModelHash,
     outputs: Vec<TensorSpec>,
     connection: Connection,
-    outbox: mpsc::Sender<Arc<Vec<u8>>>,
+    outbox: mpsc::Sender<Bytes>,
     pending: Mutex<HashMap<RequestId, Pending>>,
     health: Mutex<Health>,
     alive: AtomicBool,
@@ -249,7 +249,7 @@ impl Link {
     /// Queues an encoded control frame (a renewal) on the session's stream, after the
     /// requests already queued, waiting up to `wait` for room. Returns false if the link is
     /// down or stays congested.
-    pub async fn send_control(&self, frame: Arc<Vec<u8>>, wait: Duration) -> bool {
+    pub async fn send_control(&self, frame: Bytes, wait: Duration) -> bool {
         self.is_alive()
             && matches!(
                 tokio::time::timeout(wait, self.outbox.send(frame)).await,
@@ -278,7 +278,7 @@ impl Link {
     pub fn send(
         &self,
         id: RequestId,
-        frame: &Arc<Vec<u8>>,
+        frame: &Bytes,
         input_hash: [u8; 32],
         deadline: Instant,
         waiter: &Waiter,
@@ -303,7 +303,7 @@ impl Link {
                 },
             );
         }
-        if self.outbox.try_send(Arc::clone(frame)).is_err() {
+        if self.outbox.try_send(frame.clone()).is_err() {
             if let Ok(mut pending) = self.pending.lock() {
                 pending.remove(&id);
             }
@@ -416,13 +416,13 @@ impl Link {
 async fn write_requests(
     link: Arc<Link>,
     mut writer: FrameWriter<SendStream>,
-    mut rx: mpsc::Receiver<Arc<Vec<u8>>>,
+    mut rx: mpsc::Receiver<Bytes>,
     mut vouchers: watch::Receiver<Option<SignedVoucher>>,
 ) {
     loop {
         let sent = tokio::select! {
             frame = rx.recv() => match frame {
-                Some(frame) => writer.send_raw(&frame).await,
+                Some(frame) => writer.send_frame(frame).await,
                 None => return,
             },
             changed = vouchers.changed() => {

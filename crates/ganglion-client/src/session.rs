@@ -12,12 +12,11 @@ use std::sync::{Arc, Mutex, RwLock};
 use std::time::{Duration, Instant};
 
 use ganglion_net::{clock, Endpoint};
-use ganglion_types::limits::FRAME_BYTES_MAX;
 use ganglion_types::proto::{
     Outcome, Refusal, Request, RequestId, ServeError, SessionId, SessionRenew, ToProvider,
 };
 use ganglion_types::verify::{Sample, SignedAnswer};
-use ganglion_types::{tensor, wire, Envelope, MicroTokens, ModelHash, NodeId, NodeKey, Tensor};
+use ganglion_types::{tensor, Envelope, MicroTokens, ModelHash, NodeId, NodeKey, Tensor};
 use ganglion_verify::Sampler;
 use tokio::sync::mpsc;
 use tracing::{info, warn};
@@ -545,8 +544,10 @@ impl Inner {
             clock::unix_ms() + RENEW_TTL_MS,
             &renew,
         );
-        let frame = Arc::new(wire::encode(&ToProvider::Renew(envelope)));
-        link.send_control(frame, RENEW_SEND_WAIT).await
+        match ganglion_net::encode_frame(&ToProvider::Renew(envelope)) {
+            Ok(frame) => link.send_control(frame, RENEW_SEND_WAIT).await,
+            Err(_) => false,
+        }
     }
 
     async fn try_open(&self, provider: ProviderAddr) -> Result<Arc<Link>, LinkError> {
@@ -628,18 +629,17 @@ impl Inner {
         let input_hash = tensor::hash_all(&inputs);
         let mut sampled = self.take_sample(&inputs);
         let budget_us = u32::try_from(deadline_in.as_micros()).unwrap_or(u32::MAX);
-        let frame = Arc::new(wire::encode(&ToProvider::Request(Request {
+        let frame = ganglion_net::encode_frame(&ToProvider::Request(Request {
             id,
             budget_us,
             inputs,
-        })));
-
-        if frame.len() > FRAME_BYTES_MAX {
-            return Err(RequestError::BadInput(format!(
-                "the request takes {} bytes, over the data plane's frame limit of {FRAME_BYTES_MAX}",
-                frame.len()
-            )));
-        }
+        }))
+        .map_err(|e| match e {
+            ganglion_net::FrameError::TooLarge { len, max } => RequestError::BadInput(format!(
+                "the request takes {len} bytes, over the data plane's frame limit of {max}"
+            )),
+            e => RequestError::BadInput(e.to_string()),
+        })?;
         let links = self.links();
         if let Some(wallet) = &self.params.wallet {
             // Every copy may be answered, and every answer is paid.

@@ -3,9 +3,11 @@
 //! The length is checked against [`FRAME_BYTES_MAX`] before a single byte of the body is read
 //! or allocated. Readers and writers keep their buffer between frames.
 
+use bytes::Bytes;
 use ganglion_types::frame::{body_len, HEADER_BYTES};
 use ganglion_types::limits::FRAME_BYTES_MAX;
 use ganglion_types::wire;
+use quinn::SendStream;
 use serde::Serialize;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 
@@ -71,6 +73,23 @@ impl<R: AsyncRead + Unpin> FrameReader<R> {
     }
 }
 
+/// `message` encoded as one whole frame, length header included, to hand to any number of
+/// QUIC streams without copying it again ([`FrameWriter::send_frame`]).
+pub fn encode_frame<T: Serialize>(message: &T) -> Result<Bytes, FrameError> {
+    let mut buf = Vec::new();
+    buf.extend_from_slice(&[0; HEADER_BYTES]);
+    wire::encode_into(message, &mut buf);
+    let len = buf.len() - HEADER_BYTES;
+    if len > FRAME_BYTES_MAX {
+        return Err(FrameError::TooLarge {
+            len,
+            max: FRAME_BYTES_MAX,
+        });
+    }
+    buf[..HEADER_BYTES].copy_from_slice(&(len as u32).to_le_bytes());
+    Ok(Bytes::from(buf))
+}
+
 /// Writes frames to a stream, reusing one buffer.
 #[derive(Debug)]
 pub struct FrameWriter<W> {
@@ -118,6 +137,17 @@ impl<W: AsyncWrite + Unpin> FrameWriter<W> {
     /// The stream, to finish or reset it.
     pub fn get_mut(&mut self) -> &mut W {
         &mut self.inner
+    }
+}
+
+impl FrameWriter<SendStream> {
+    /// Writes a frame made by [`encode_frame`]: QUIC takes its bytes as they are, without the
+    /// copy into this writer's buffer and the copy out of it that [`FrameWriter::send`] makes.
+    pub async fn send_frame(&mut self, frame: Bytes) -> Result<(), FrameError> {
+        self.inner
+            .write_chunk(frame)
+            .await
+            .map_err(|e| FrameError::Io(e.into()))
     }
 }
 

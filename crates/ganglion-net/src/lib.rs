@@ -18,6 +18,7 @@ pub mod endpoint;
 pub mod frame;
 pub mod tls;
 
+pub use bytes::Bytes;
 pub use endpoint::{ConnectError, Connection, Endpoint, TransportConfig};
-pub use frame::{FrameError, FrameReader, FrameWriter};
+pub use frame::{encode_frame, FrameError, FrameReader, FrameWriter};
 pub use quinn::{RecvStream, SendStream};

@@ -32,7 +32,7 @@ use ganglion_types::verify::{
     Attestation, Evidence, Sample, SignedAnswer, SignedEvidence, ToChecker, Tolerance,
 };
 use ganglion_types::{
-    tensor, wire, Coordinates, DType, Envelope, MicroTokens, ModelHash, NodeId, NodeKey, Tensor,
+    tensor, Coordinates, DType, Envelope, MicroTokens, ModelHash, NodeId, NodeKey, Tensor,
 };
 use tokio::sync::{mpsc, Semaphore};
 use tracing::{debug, info, warn};
@@ -544,11 +544,13 @@ impl Checker {
         };
         let id = RequestId(next_seq(&self.seq));
         let budget_us = u32::try_from(self.config.probe_timeout.as_micros()).unwrap_or(u32::MAX);
-        let frame = Arc::new(wire::encode(&ToProvider::Request(Request {
+        let Ok(frame) = ganglion_net::encode_frame(&ToProvider::Request(Request {
             id,
             budget_us,
             inputs: inputs.clone(),
-        })));
+        })) else {
+            return failed;
+        };
         let (tx, mut rx) = mpsc::channel(1);
         let sent = clock::now();
         let deadline = sent + self.config.probe_timeout;

@@ -602,7 +602,10 @@ async fn write_answers(
     mut rx: mpsc::Receiver<ToRobot>,
 ) {
     while let Some(message) = rx.recv().await {
-        if writer.send(&message).await.is_err() {
+        let Ok(frame) = ganglion_net::encode_frame(&message) else {
+            return;
+        };
+        if writer.send_frame(frame).await.is_err() {
             return;
         }
     }
