@@ -156,6 +156,33 @@ mod tests {
     use super::*;
 
     #[tokio::test]
+    async fn an_encoded_frame_reads_back_and_an_oversized_one_is_refused() {
+        let message = (7u32, "seven".to_owned());
+        let frame = encode_frame(&message).unwrap();
+        // The same bytes FrameWriter::send puts on a stream.
+        let (a, b) = tokio::io::duplex(1 << 16);
+        let mut writer = FrameWriter::new(a);
+        writer.send(&message).await.unwrap();
+        drop(writer);
+        let mut sent = Vec::new();
+        let mut b = b;
+        b.read_to_end(&mut sent).await.unwrap();
+        assert_eq!(frame.as_ref(), sent.as_slice());
+        let mut reader = FrameReader::new(frame.as_ref());
+        let body = reader.next().await.unwrap().unwrap();
+        assert_eq!(wire::decode::<(u32, String)>(body, 64).unwrap(), message);
+
+        let huge = vec![0u8; FRAME_BYTES_MAX + 1];
+        assert!(matches!(
+            encode_frame(&huge),
+            Err(FrameError::TooLarge {
+                max: FRAME_BYTES_MAX,
+                ..
+            })
+        ));
+    }
+
+    #[tokio::test]
     async fn reader_and_writer_round_trip_and_detect_truncation() {
         let (a, b) = tokio::io::duplex(1 << 16);
         let mut writer = FrameWriter::new(a);
