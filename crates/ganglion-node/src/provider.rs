@@ -189,14 +189,13 @@ impl<S: Service> Provider<S> {
 /// Keeps `signer`'s pool of nonces full from a thread of its own, off the request path, until
 /// the signer is dropped. Without the thread, answers are still signed, each at the full cost.
 fn refill_in_background(signer: &Arc<Presigner>) {
-    let signer = Arc::downgrade(signer);
+    let signer = Arc::clone(signer);
     let spawned = std::thread::Builder::new()
         .name("ganglion-presign".into())
         .spawn(move || {
-            while let Some(signer) = signer.upgrade() {
-                signer.refill();
-                signer.wait_until_low(Duration::from_secs(1));
-            }
+            // Looks at least once a second whether the provider is gone (this thread's
+            // reference the only one left).
+            signer.keep_full(Duration::from_secs(1), || Arc::strong_count(&signer) <= 1);
         });
     if let Err(e) = spawned {
         warn!(error = %e, "cannot start the thread that makes signing nonces ahead");

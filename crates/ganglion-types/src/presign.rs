@@ -13,6 +13,12 @@
 //! twice from one signer even if the OS gave the same bytes twice (the counter). Each nonce
 //! leaves the pool when it is used and is wiped; a signature made when the pool is empty makes
 //! its nonce on the spot.
+//!
+//! The limit of nonces made ahead: a copy of the process's memory that runs on (a `fork` that
+//! keeps signing, a restored or cloned VM snapshot) holds the same unused nonces, and two
+//! signatures with one R give the key away. RFC 8032's deterministic signing has no such risk.
+//! A provider that may be snapshotted while serving should sign with a pool of 0 (every nonce
+//! made on the spot from fresh OS randomness) or restart after a restore.
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Condvar, Mutex};
@@ -21,8 +27,9 @@ use std::time::Duration;
 use curve25519_dalek::edwards::EdwardsPoint;
 use curve25519_dalek::scalar::Scalar;
 use ed25519_dalek::hazmat::ExpandedSecretKey;
+use ed25519_dalek::VerifyingKey;
 use sha2::{Digest, Sha512};
-use zeroize::Zeroize;
+use zeroize::{Zeroize, Zeroizing};
 
 use crate::id::{signed_bytes, NodeId, NodeKey, Signature};
 
@@ -47,6 +54,7 @@ impl Drop for Nonce {
 pub struct Presigner {
     secret: ExpandedSecretKey,
     public: [u8; 32],
+    verifying: VerifyingKey,
     pool: Mutex<Vec<Nonce>>,
     low: Condvar,
     capacity: usize,
@@ -68,9 +76,11 @@ impl Presigner {
     /// [`Presigner::refill`].
     pub fn new(key: &NodeKey, capacity: usize) -> Self {
         let signing = key.signing_key();
+        let seed = Zeroizing::new(signing.to_bytes());
         Self {
-            secret: ExpandedSecretKey::from(&signing.to_bytes()),
+            secret: ExpandedSecretKey::from(&*seed),
             public: signing.verifying_key().to_bytes(),
+            verifying: signing.verifying_key(),
             pool: Mutex::new(Vec::with_capacity(capacity)),
             low: Condvar::new(),
             capacity,
@@ -88,8 +98,9 @@ impl Presigner {
         self.pool.lock().map_or(0, |p| p.len())
     }
 
-    /// Fills the pool up to its capacity and returns how many nonces it made. Each costs a
-    /// scalar multiplication (the bulk of a signature): call this off the request path.
+    /// Fills the pool up to its capacity and returns how many nonces it made (fewer only when
+    /// the OS gives no randomness). Each costs a scalar multiplication (the bulk of a
+    /// signature): call this off the request path.
     pub fn refill(&self) -> usize {
         let mut made = 0;
         while self.ready() < self.capacity {
@@ -105,15 +116,25 @@ impl Presigner {
         made
     }
 
-    /// Waits up to `timeout` for the pool to fall below half full (a refiller's loop).
-    pub fn wait_until_low(&self, timeout: Duration) {
-        let Ok(pool) = self.pool.lock() else {
-            return;
-        };
-        let half = self.capacity / 2;
-        let _ = self
-            .low
-            .wait_timeout_while(pool, timeout, |p| p.len() > half);
+    /// Keeps the pool full until `stop` says so: refills, then waits up to `every` for the pool
+    /// to fall to half. A refill that made nothing (no randomness from the OS) waits the whole
+    /// `every` before it tries again, instead of spinning.
+    pub fn keep_full(&self, every: Duration, stop: impl Fn() -> bool) {
+        while !stop() {
+            let made = self.refill();
+            let Ok(pool) = self.pool.lock() else {
+                return;
+            };
+            let half = self.capacity / 2;
+            let waited = if made == 0 && pool.len() <= half {
+                self.low.wait_timeout_while(pool, every, |_| true)
+            } else {
+                self.low.wait_timeout_while(pool, every, |p| p.len() > half)
+            };
+            if waited.is_err() {
+                return;
+            }
+        }
     }
 
     /// Signs `message` for `domain`, exactly as [`NodeKey::sign`] would be checked (the same
@@ -121,7 +142,13 @@ impl Presigner {
     pub fn sign(&self, domain: &str, message: &[u8]) -> Signature {
         let taken = match self.pool.lock() {
             Ok(mut pool) => {
-                let nonce = pool.pop();
+                // Moved out with its slot zeroed: no copy of r stays behind in the pool's
+                // spare capacity.
+                let nonce = pool.last_mut().map(|slot| Nonce {
+                    r: std::mem::replace(&mut slot.r, Scalar::ZERO),
+                    commitment: slot.commitment,
+                });
+                pool.pop();
                 if pool.len() <= self.capacity / 2 {
                     self.low.notify_one();
                 }
@@ -133,11 +160,8 @@ impl Presigner {
         let bytes = signed_bytes(domain, message);
         let Some(nonce) = nonce else {
             // No randomness from the OS: RFC 8032's deterministic nonce instead.
-            let signature = ed25519_dalek::hazmat::raw_sign::<Sha512>(
-                &self.secret,
-                &bytes,
-                &ed25519_dalek::VerifyingKey::from(&self.secret),
-            );
+            let signature =
+                ed25519_dalek::hazmat::raw_sign::<Sha512>(&self.secret, &bytes, &self.verifying);
             return Signature(signature.to_bytes());
         };
         let k = wide_scalar(
@@ -227,26 +251,39 @@ mod tests {
 
     #[test]
     #[allow(clippy::disallowed_methods)] // the test's own stopwatch: woken, not timed out
-    fn a_refiller_is_woken_when_the_pool_runs_low() {
-        let signer = std::sync::Arc::new(Presigner::new(&NodeKey::from_seed([3; 32]), 8));
-        signer.refill();
-        let started = std::time::Instant::now();
+    fn a_refiller_is_woken_when_the_pool_runs_low_and_stops_when_told() {
+        use std::sync::atomic::AtomicBool;
+        use std::sync::Arc;
+        let signer = Arc::new(Presigner::new(&NodeKey::from_seed([3; 32]), 8));
+        let stop = Arc::new(AtomicBool::new(false));
         let refiller = {
-            let signer = std::sync::Arc::clone(&signer);
+            let (signer, stop) = (Arc::clone(&signer), Arc::clone(&stop));
             std::thread::spawn(move || {
-                signer.wait_until_low(Duration::from_secs(30));
-                signer.refill()
+                signer.keep_full(Duration::from_secs(30), || stop.load(Ordering::Relaxed));
             })
         };
+        let started = std::time::Instant::now();
+        let full = || {
+            while signer.ready() < 8 {
+                assert!(
+                    started.elapsed() < Duration::from_secs(10),
+                    "never refilled"
+                );
+                std::thread::sleep(Duration::from_millis(1));
+            }
+        };
+        full();
         for _ in 0..6 {
             signer.sign("test/v1", b"x");
         }
-        // Woken once the pool fell to half (after 4 of the 6 signatures, or later), long
-        // before its 30 s timeout: it made at least those 4 back.
-        let made = refiller.join().unwrap();
-        assert!((4..=6).contains(&made), "the refiller made {made}");
+        // Woken once the pool fell to half, long before its 30 s timeout.
+        full();
+        stop.store(true, Ordering::Relaxed);
+        // Signing down to half wakes it to see the stop.
+        for _ in 0..5 {
+            signer.sign("test/v1", b"x");
+        }
+        refiller.join().unwrap();
         assert!(started.elapsed() < Duration::from_secs(10));
-        signer.refill();
-        assert_eq!(signer.ready(), 8);
     }
 }

@@ -347,46 +347,60 @@ fn runtime(
     println!("runtime: {alias} on the {}", direct.backend());
     // Tract called directly, with one reused state (its fastest plain use).
     let mut tract_state = direct.plan().spawn()?;
-    // A multi-threaded tokio runtime, as a provider's (its idle threads look for work a moment
-    // before they sleep, so a reply finds one awake more often than a current-thread runtime
-    // would).
-    let tokio = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(1)
-        .enable_all()
-        .build()?;
     let shape: Vec<usize> = input.shape.iter().map(|&d| d as usize).collect();
     let values = input.to_f32()?;
     let tract_input = tract_onnx::prelude::Tensor::from_shape(&shape, &values)?;
     let mut state = direct.state()?;
-    let (mut pool, mut inline, mut theirs) = (Vec::new(), Vec::new(), Vec::new());
     println!("runtime: {samples} samples of {alias} each, interleaved…");
-    // Each sample runs the three in turn, starting one further along each time: the one that
-    // runs right after another path's run finds the caches holding that path's buffers, and no
-    // path should always be the one.
-    for i in 0..samples + 12 {
-        for k in 0..3 {
-            let t = Instant::now();
-            let deadline = t + Duration::from_secs(10);
-            let (took, into) = match (i + k) % 3 {
-                0 => {
-                    std::hint::black_box(tract_state.run(tvec!(tract_input.clone().into()))?);
-                    (t.elapsed(), &mut theirs)
+    // Everything runs in a task on a worker thread of a multi-threaded tokio runtime, where a
+    // provider handles a request: the runtime's reply wakes that thread as it would a
+    // provider's.
+    let tokio = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(1)
+        .enable_all()
+        .build()?;
+    let runtime = Arc::new(runtime);
+    let measured = tokio.block_on(tokio.spawn(async move {
+        let (mut pool, mut inline, mut theirs) = (Vec::new(), Vec::new(), Vec::new());
+        // Each sample runs the three in one of the six orders, in turn: the one that runs
+        // right after another path's run finds the caches holding that path's buffers, and no
+        // path should follow any other more often than the rest.
+        const ORDERS: [[u8; 3]; 6] = [
+            [0, 1, 2],
+            [0, 2, 1],
+            [1, 0, 2],
+            [1, 2, 0],
+            [2, 0, 1],
+            [2, 1, 0],
+        ];
+        for i in 0..samples + 12 {
+            for k in ORDERS[i % ORDERS.len()] {
+                let t = Instant::now();
+                let deadline = t + Duration::from_secs(10);
+                let (took, into) = match k {
+                    0 => {
+                        std::hint::black_box(tract_state.run(tvec!(tract_input.clone().into()))?);
+                        (t.elapsed(), &mut theirs)
+                    }
+                    1 => {
+                        let answer = runtime.infer(&hash, vec![input.clone()], deadline).await;
+                        std::hint::black_box(answer?);
+                        (t.elapsed(), &mut pool)
+                    }
+                    _ => {
+                        let out = direct.run(&mut state, std::slice::from_ref(&input))?;
+                        std::hint::black_box(out);
+                        (t.elapsed(), &mut inline)
+                    }
+                };
+                if i >= 12 {
+                    into.push(took);
                 }
-                1 => {
-                    let answer = runtime.infer(&hash, vec![input.clone()], deadline);
-                    std::hint::black_box(tokio.block_on(answer)?);
-                    (t.elapsed(), &mut pool)
-                }
-                _ => {
-                    std::hint::black_box(direct.run(&mut state, std::slice::from_ref(&input))?);
-                    (t.elapsed(), &mut inline)
-                }
-            };
-            if i >= 12 {
-                into.push(took);
             }
         }
-    }
+        anyhow::Ok((pool, inline, theirs))
+    }));
+    let (mut pool, mut inline, mut theirs) = measured??;
     let theirs = stats(&mut theirs);
     Ok(vec![
         line(
