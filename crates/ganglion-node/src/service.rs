@@ -50,12 +50,7 @@ impl Service for RuntimeService {
         inputs: Vec<Tensor>,
         deadline: Instant,
     ) -> impl Future<Output = Result<Vec<Tensor>, ServeError>> + Send + 'static {
-        let submitted = self.0.submit(&model, inputs, deadline, Instant::now());
-        async move {
-            let rx = submitted?;
-            rx.await
-                .unwrap_or_else(|_| Err(ServeError::Internal("runtime worker stopped".into())))
-        }
+        self.0.call(&model, inputs, deadline, Instant::now())
     }
 }
 

@@ -4,11 +4,20 @@
 //! full, or when the work already queued would make it miss its deadline: answering "busy" in
 //! microseconds lets the robot's other providers answer, while queueing past the deadline would
 //! only burn compute on an answer nobody waits for.
+//!
+//! A request for an unbatched model that finds a worker slot free, made from a thread of a
+//! multi-threaded tokio runtime (where a provider handles its requests), runs on that thread
+//! (`block_in_place`: the runtime moves its other tasks to another thread first) instead of
+//! being handed to a worker thread. The hand-off costs two thread wake-ups and runs the model
+//! on a core whose caches do not hold the request: 12-20 % of a BlazeFace inference on the
+//! development machine (`ganglion bench runtime`, "via a worker"). Worker threads and such
+//! inline runs share `workers` slots, so no more than `workers` inferences run at once.
 
 use std::collections::HashMap;
+use std::future::Future;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::mpsc::{self, TrySendError};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Condvar, Mutex};
 use std::time::{Duration, Instant};
 
 use crate::model::{Model, ModelState, RunError};
@@ -117,11 +126,138 @@ pub struct BatchStats {
     pub requests: u64,
 }
 
+/// The right to run one inference: `workers` of them, shared by the worker threads and the
+/// requests that run on their caller's thread.
+#[derive(Debug)]
+struct Slots {
+    free: Mutex<usize>,
+    freed: Condvar,
+}
+
+impl Slots {
+    fn new(n: usize) -> Self {
+        Self {
+            free: Mutex::new(n),
+            freed: Condvar::new(),
+        }
+    }
+
+    fn try_take(&self) -> bool {
+        match self.free.lock() {
+            Ok(mut free) if *free > 0 => {
+                *free -= 1;
+                true
+            }
+            _ => false,
+        }
+    }
+
+    /// Waits for a free slot (a worker thread, before it runs what it took from the queue).
+    fn take(&self) {
+        let Ok(mut free) = self.free.lock() else {
+            return;
+        };
+        while *free == 0 {
+            free = match self.freed.wait(free) {
+                Ok(free) => free,
+                Err(_) => return,
+            };
+        }
+        *free -= 1;
+    }
+
+    fn give(&self) {
+        if let Ok(mut free) = self.free.lock() {
+            *free += 1;
+        }
+        self.freed.notify_one();
+    }
+}
+
+/// What the worker threads and inline runs share.
+#[derive(Debug)]
+struct Shared {
+    queued: AtomicUsize,
+    slots: Slots,
+    /// Warm execution states of the unbatched models, for inline runs.
+    states: Mutex<HashMap<ModelHash, Vec<ModelState>>>,
+}
+
+/// A request admitted to run: queued for a worker thread, or to run on the caller's thread.
+enum Admitted {
+    Queued(oneshot::Receiver<Result<Vec<Tensor>, ServeError>>),
+    Inline(InlineRun),
+}
+
+/// A request that holds a slot and runs on the thread that awaits it. Dropping it unrun gives
+/// the slot back.
+struct InlineRun {
+    model: Arc<Model>,
+    stats: Arc<ModelStats>,
+    inputs: Vec<Tensor>,
+    deadline: Instant,
+    shared: Arc<Shared>,
+}
+
+impl InlineRun {
+    fn run(self) -> Result<Vec<Tensor>, ServeError> {
+        tokio::task::block_in_place(|| {
+            let start = now();
+            if start >= self.deadline {
+                return Err(ServeError::DeadlineExceeded);
+            }
+            let hash = self.model.hash();
+            let pooled = self
+                .shared
+                .states
+                .lock()
+                .ok()
+                .and_then(|mut s| s.get_mut(&hash).and_then(Vec::pop));
+            let mut state = match pooled {
+                Some(state) => state,
+                None => self.model.state()?,
+            };
+            let result = crate::model::run_plain(state.single.as_mut(), &self.inputs);
+            record(&self.stats, start.elapsed(), 1);
+            if let Ok(mut states) = self.shared.states.lock() {
+                states.entry(hash).or_default().push(state);
+            }
+            Ok(result?)
+        })
+    }
+}
+
+impl Drop for InlineRun {
+    fn drop(&mut self) {
+        self.shared.queued.fetch_sub(1, Ordering::Relaxed);
+        self.shared.slots.give();
+    }
+}
+
+impl Admitted {
+    async fn wait(self) -> Result<Vec<Tensor>, ServeError> {
+        match self {
+            Self::Inline(run) => run.run(),
+            Self::Queued(rx) => rx
+                .await
+                .unwrap_or_else(|_| Err(internal("runtime worker stopped".into()))),
+        }
+    }
+}
+
+/// Whether the calling thread may block to run a model: a worker thread of a multi-threaded
+/// tokio runtime, which can move its other tasks away (`block_in_place` panics on a
+/// current-thread runtime, and would stall a `block_on` caller's other futures).
+fn may_block_here() -> bool {
+    tokio::runtime::Handle::try_current()
+        .is_ok_and(|h| h.runtime_flavor() == tokio::runtime::RuntimeFlavor::MultiThread)
+}
+
 /// A provider's models and its pool of workers.
 pub struct Runtime {
     models: HashMap<ModelHash, (Arc<Model>, Arc<ModelStats>)>,
     queue: mpsc::SyncSender<(Job, Arc<ModelStats>)>,
-    queued: Arc<AtomicUsize>,
+    shared: Arc<Shared>,
     config: RuntimeConfig,
 }
 
@@ -162,19 +298,23 @@ impl Runtime {
         };
         let (tx, rx) = mpsc::sync_channel(config.queue);
         let rx = Arc::new(Mutex::new(rx));
-        let queued = Arc::new(AtomicUsize::new(0));
         let models: HashMap<_, _> = models
             .into_iter()
             .map(|m| (m.hash(), (Arc::new(m), Arc::new(ModelStats::default()))))
             .collect();
+        let shared = Arc::new(Shared {
+            queued: AtomicUsize::new(0),
+            slots: Slots::new(config.workers),
+            states: Mutex::new(inline_states(&models, config.workers)),
+        });
         let (ready_tx, ready_rx) = mpsc::channel();
         let mut started = 0;
         for i in 0..config.workers {
-            let (rx, queued, ready) = (Arc::clone(&rx), Arc::clone(&queued), ready_tx.clone());
+            let (rx, shared, ready) = (Arc::clone(&rx), Arc::clone(&shared), ready_tx.clone());
             let warm: Vec<_> = models.values().cloned().collect();
             let spawned = std::thread::Builder::new()
                 .name(format!("ganglion-worker-{i}"))
-                .spawn(move || worker(&rx, &queued, &warm, ready, config.batch_window));
+                .spawn(move || worker(&rx, &shared, &warm, ready, config.batch_window));
             match spawned {
                 Ok(_) => started += 1,
                 Err(e) => tracing::error!(error = %e, "could not start a runtime worker"),
@@ -188,7 +328,7 @@ impl Runtime {
         Self {
             models,
             queue: tx,
-            queued,
+            shared,
             config,
         }
     }
@@ -205,7 +345,7 @@ impl Runtime {
 
     /// Requests waiting or running.
     pub fn queued(&self) -> usize {
-        self.queued.load(Ordering::Relaxed)
+        self.shared.queued.load(Ordering::Relaxed)
     }
 
     /// Batches run for `hash` so far.
@@ -250,24 +390,65 @@ impl Runtime {
         deadline: Instant,
         now: Instant,
     ) -> Result<oneshot::Receiver<Result<Vec<Tensor>, ServeError>>, ServeError> {
+        match self.admit(model, inputs, deadline, now, false)? {
+            Admitted::Queued(rx) => Ok(rx),
+            Admitted::Inline(_) => Err(internal("an inline run was admitted to the queue".into())),
+        }
+    }
+
+    /// Runs `inputs` on `model`: on the calling thread when it may block there (see the module
+    /// notes), through a worker thread otherwise. Admitted, or refused, at once; the returned
+    /// future owns everything it needs.
+    pub fn call(
+        &self,
+        model: &ModelHash,
+        inputs: Vec<Tensor>,
+        deadline: Instant,
+        now: Instant,
+    ) -> impl Future<Output = Result<Vec<Tensor>, ServeError>> + Send + 'static {
+        let admitted = self.admit(model, inputs, deadline, now, may_block_here());
+        async move { admitted?.wait().await }
+    }
+
+    fn admit(
+        &self,
+        model: &ModelHash,
+        inputs: Vec<Tensor>,
+        deadline: Instant,
+        now: Instant,
+        inline: bool,
+    ) -> Result<Admitted, ServeError> {
         let (model, stats) = self
             .models
             .get(model)
             .ok_or_else(|| ServeError::BadInput(format!("model {model} is not served here")))?;
         model.check(&inputs)?;
-        let queued = self.queued.fetch_add(1, Ordering::Relaxed);
+        let queued = self.shared.queued.fetch_add(1, Ordering::Relaxed);
         let busy = |queued: usize| ServeError::Busy {
             queued: u32::try_from(queued).unwrap_or(u32::MAX),
         };
         let per_run = Duration::from_micros(stats.service_ewma_us.load(Ordering::Relaxed));
         let rounds = u32::try_from(queued / self.config.workers + 1).unwrap_or(u32::MAX);
         if now + per_run.saturating_mul(rounds) > deadline {
-            self.queued.fetch_sub(1, Ordering::Relaxed);
+            self.shared.queued.fetch_sub(1, Ordering::Relaxed);
             return Err(if queued == 0 {
                 ServeError::DeadlineExceeded
             } else {
                 busy(queued)
             });
+        }
+        if inline
+            && model.batch_max() <= 1
+            && queued < self.config.workers
+            && self.shared.slots.try_take()
+        {
+            return Ok(Admitted::Inline(InlineRun {
+                model: Arc::clone(model),
+                stats: Arc::clone(stats),
+                inputs,
+                deadline,
+                shared: Arc::clone(&self.shared),
+            }));
         }
         let (reply, rx) = oneshot::channel();
         let job = Job {
@@ -277,13 +458,13 @@ impl Runtime {
             reply,
         };
         match self.queue.try_send((job, Arc::clone(stats))) {
-            Ok(()) => Ok(rx),
+            Ok(()) => Ok(Admitted::Queued(rx)),
             Err(TrySendError::Full(_)) => {
-                self.queued.fetch_sub(1, Ordering::Relaxed);
+                self.shared.queued.fetch_sub(1, Ordering::Relaxed);
                 Err(busy(queued))
             }
             Err(TrySendError::Disconnected(_)) => {
-                self.queued.fetch_sub(1, Ordering::Relaxed);
+                self.shared.queued.fetch_sub(1, Ordering::Relaxed);
                 Err(internal("runtime workers have stopped".into()))
             }
         }
@@ -296,9 +477,7 @@ impl Runtime {
         inputs: Vec<Tensor>,
         deadline: Instant,
     ) -> Result<Vec<Tensor>, ServeError> {
-        let rx = self.submit(model, inputs, deadline, now())?;
-        rx.await
-            .unwrap_or_else(|_| Err(internal("runtime worker stopped".into())))
+        self.call(model, inputs, deadline, now()).await
     }
 }
 
@@ -327,9 +506,31 @@ fn zero_inputs(model: &Model) -> Vec<Tensor> {
         .collect()
 }
 
+/// Warm states for inline runs: `n` per unbatched model, each run once.
+fn inline_states(
+    models: &HashMap<ModelHash, (Arc<Model>, Arc<ModelStats>)>,
+    n: usize,
+) -> HashMap<ModelHash, Vec<ModelState>> {
+    let mut states = HashMap::new();
+    for (model, _) in models.values().filter(|(m, _)| m.batch_max() <= 1) {
+        let zeros = zero_inputs(model);
+        let warm: Vec<ModelState> = (0..n)
+            .filter_map(|_| {
+                let mut state = model.state().ok()?;
+                if let Err(e) = model.run(&mut state, &zeros) {
+                    tracing::warn!(model = model.alias(), error = %e, "warm-up run failed");
+                }
+                Some(state)
+            })
+            .collect();
+        states.insert(model.hash(), warm);
+    }
+    states
+}
+
 fn worker(
     rx: &Queue,
-    queued: &AtomicUsize,
+    shared: &Shared,
     warm: &[(Arc<Model>, Arc<ModelStats>)],
     ready: mpsc::Sender<()>,
     batch_window: Duration,
@@ -372,8 +573,10 @@ fn worker(
         };
         let (jobs, stats, next) = gather(rx, first, batch_window);
         held = next;
+        shared.slots.take();
         let results = run_jobs(&jobs, &stats, &mut states, true);
-        queued.fetch_sub(jobs.len(), Ordering::Relaxed);
+        shared.slots.give();
+        shared.queued.fetch_sub(jobs.len(), Ordering::Relaxed);
         for (job, result) in jobs.into_iter().zip(results) {
             let _ = job.reply.send(result);
         }

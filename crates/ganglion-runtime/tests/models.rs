@@ -336,3 +336,47 @@ async fn service_percentiles_come_from_the_runs_themselves() {
         .service_percentiles(&ModelHash::of(b"other"))
         .is_none());
 }
+
+/// On a provider's multi-threaded tokio runtime, a request with a free slot runs on the calling
+/// thread: same answer as the model run directly, counted in the runtime's figures, and the
+/// slot comes back however the request ends (run, or dropped before it ran).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_request_with_a_free_slot_runs_on_the_calling_thread_and_gives_its_slot_back() {
+    let model = blazeface();
+    let image = vision::decode_image(zoo::ASTRONAUT_PNG).unwrap();
+    let input = vision::blazeface_input(&image).unwrap();
+    let expected = model.run_once(std::slice::from_ref(&input)).unwrap();
+    let runtime = Runtime::new(vec![model], RuntimeConfig::default());
+    let hash = runtime.models().next().unwrap().hash();
+    let far = || Instant::now() + Duration::from_secs(30);
+
+    let outputs = tokio::spawn({
+        let runtime = std::sync::Arc::new(runtime);
+        let (hash, input) = (hash, input.clone());
+        async move {
+            let runs = runtime.service_percentiles(&hash).map_or(0, |p| p.runs);
+            let answer = runtime.call(&hash, vec![input.clone()], far(), Instant::now());
+            let outputs = answer.await.unwrap();
+            // Admitted (the only slot taken), then dropped unrun: the slot comes back.
+            let dropped = runtime.call(&hash, vec![input.clone()], far(), Instant::now());
+            assert_eq!(runtime.queued(), 1);
+            drop(dropped);
+            assert_eq!(runtime.queued(), 0);
+            // The one slot is free again: a queued request gets the worker thread (a leaked
+            // slot would keep it waiting).
+            let rx = runtime
+                .submit(&hash, vec![input], far(), Instant::now())
+                .unwrap();
+            tokio::time::timeout(Duration::from_secs(10), rx)
+                .await
+                .expect("the worker got the slot back")
+                .unwrap()
+                .unwrap();
+            assert_eq!(runtime.service_percentiles(&hash).unwrap().runs, runs + 2);
+            outputs
+        }
+    })
+    .await
+    .unwrap();
+    assert_eq!(outputs, expected);
+}

@@ -361,20 +361,12 @@ fn runtime(
         .build()?;
     let runtime = Arc::new(runtime);
     let measured = tokio.block_on(tokio.spawn(async move {
-        let (mut pool, mut inline, mut theirs) = (Vec::new(), Vec::new(), Vec::new());
-        // Each sample runs the three in one of the six orders, in turn: the one that runs
-        // right after another path's run finds the caches holding that path's buffers, and no
-        // path should follow any other more often than the rest.
-        const ORDERS: [[u8; 3]; 6] = [
-            [0, 1, 2],
-            [0, 2, 1],
-            [1, 0, 2],
-            [1, 2, 0],
-            [2, 0, 1],
-            [2, 1, 0],
-        ];
+        let [mut theirs, mut call, mut worker, mut inline] = [(); 4].map(|_| Vec::new());
+        // Each sample runs the four in one of the 24 orders, in turn: the one that runs right
+        // after another path's run finds the caches holding that path's buffers, and no path
+        // should follow any other more often than the rest.
         for i in 0..samples + 12 {
-            for k in ORDERS[i % ORDERS.len()] {
+            for k in nth_order(i % 24) {
                 let t = Instant::now();
                 let deadline = t + Duration::from_secs(10);
                 let (took, into) = match k {
@@ -383,9 +375,14 @@ fn runtime(
                         (t.elapsed(), &mut theirs)
                     }
                     1 => {
-                        let answer = runtime.infer(&hash, vec![input.clone()], deadline).await;
-                        std::hint::black_box(answer?);
-                        (t.elapsed(), &mut pool)
+                        let answer = runtime.call(&hash, vec![input.clone()], deadline, t);
+                        std::hint::black_box(answer.await?);
+                        (t.elapsed(), &mut call)
+                    }
+                    2 => {
+                        let queued = runtime.submit(&hash, vec![input.clone()], deadline, t)?;
+                        std::hint::black_box(queued.await??);
+                        (t.elapsed(), &mut worker)
                     }
                     _ => {
                         let out = direct.run(&mut state, std::slice::from_ref(&input))?;
@@ -398,20 +395,29 @@ fn runtime(
                 }
             }
         }
-        anyhow::Ok((pool, inline, theirs))
+        anyhow::Ok([theirs, call, worker, inline])
     }));
-    let (mut pool, mut inline, mut theirs) = measured??;
+    let [mut theirs, mut call, mut worker, mut inline] = measured??;
     let theirs = stats(&mut theirs);
     Ok(vec![
         line(
             &format!("runtime {alias}"),
-            stats(&mut pool),
+            stats(&mut call),
             "tract",
             theirs,
             Some(1.05),
         ),
-        // The same checks and conversions on the calling thread, without the worker pool: what
-        // the hand-off to a worker thread (which keeps a provider's network thread free) costs.
+        // The same request handed to a worker thread through the queue, as one that finds
+        // every slot taken (or one for a batched model) is: two thread wake-ups, and a core
+        // whose caches do not hold the request.
+        line(
+            &format!("  via a worker {alias}"),
+            stats(&mut worker),
+            "tract",
+            theirs,
+            None,
+        ),
+        // Model::run on the calling thread: the checks and conversions alone.
         line(
             &format!("  inline {alias}"),
             stats(&mut inline),
@@ -420,6 +426,18 @@ fn runtime(
             None,
         ),
     ])
+}
+
+/// The `n`th (of 24) order of four things, 0..4.
+fn nth_order(n: usize) -> [usize; 4] {
+    let mut left = vec![0, 1, 2, 3];
+    let mut out = [0; 4];
+    let mut n = n % 24;
+    for (slot, radix) in out.iter_mut().zip([6, 2, 1, 1]) {
+        *slot = left.remove(n / radix);
+        n %= radix;
+    }
+    out
 }
 
 fn loopback() -> SocketAddr {
