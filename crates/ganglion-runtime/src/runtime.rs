@@ -5,10 +5,10 @@
 //! microseconds lets the robot's other providers answer, while queueing past the deadline would
 //! only burn compute on an answer nobody waits for.
 //!
-//! A request for an unbatched model that finds a worker slot free, made from a thread of a
-//! multi-threaded tokio runtime (where a provider handles its requests), runs on that thread
-//! (`block_in_place`: the runtime moves its other tasks to another thread first) instead of
-//! being handed to a worker thread. The hand-off costs two thread wake-ups and runs the model
+//! A request for an unbatched CPU model that finds a worker slot free when it is first polled,
+//! in a task on a multi-threaded tokio runtime (where a provider handles its requests), runs on
+//! that thread (`block_in_place`: the runtime moves its other tasks to another thread first)
+//! instead of being handed to a worker thread. The hand-off costs two thread wake-ups and runs the model
 //! on a core whose caches do not hold the request: 12-20 % of a BlazeFace inference on the
 //! development machine (`ganglion bench runtime`, "via a worker"). Worker threads and such
 //! inline runs share `workers` slots, so no more than `workers` inferences run at once.
@@ -183,24 +183,70 @@ struct Shared {
     states: Mutex<HashMap<ModelHash, Vec<ModelState>>>,
 }
 
-/// A request admitted to run: queued for a worker thread, or to run on the caller's thread.
+/// A request admitted to run: queued for a worker thread, or to run on the thread that first
+/// polls it if a slot is free then.
 enum Admitted {
     Queued(oneshot::Receiver<Result<Vec<Tensor>, ServeError>>),
     Inline(InlineRun),
 }
 
-/// A request that holds a slot and runs on the thread that awaits it. Dropping it unrun gives
-/// the slot back.
+/// A request counted in `queued` that runs on the thread that first polls it when it may block
+/// there and a slot is free, and goes to the workers' queue otherwise. It takes a slot only
+/// when it runs, so a future held unpolled keeps no worker waiting. Dropped before it is
+/// handed on or run, it takes itself out of the count.
 struct InlineRun {
     model: Arc<Model>,
     stats: Arc<ModelStats>,
     inputs: Vec<Tensor>,
     deadline: Instant,
     shared: Arc<Shared>,
+    queue: mpsc::SyncSender<(Job, Arc<ModelStats>)>,
+    /// Still in `queued` on this run's account (false once the queue has it).
+    counted: bool,
+}
+
+/// A taken slot, given back however the run ends (a panic included).
+struct SlotHeld<'a>(&'a Slots);
+
+impl Drop for SlotHeld<'_> {
+    fn drop(&mut self) {
+        self.0.give();
+    }
 }
 
 impl InlineRun {
-    fn run(self) -> Result<Vec<Tensor>, ServeError> {
+    async fn wait(mut self) -> Result<Vec<Tensor>, ServeError> {
+        if may_block_here() && self.shared.slots.try_take() {
+            let slot = SlotHeld(&self.shared.slots);
+            let result = self.run_here();
+            drop(slot);
+            return result;
+        }
+        let (reply, rx) = oneshot::channel();
+        let job = Job {
+            model: Arc::clone(&self.model),
+            inputs: std::mem::take(&mut self.inputs),
+            deadline: self.deadline,
+            reply,
+        };
+        match self.queue.try_send((job, Arc::clone(&self.stats))) {
+            Ok(()) => self.counted = false,
+            Err(TrySendError::Full(_)) => {
+                let queued = self.shared.queued.load(Ordering::Relaxed);
+                return Err(ServeError::Busy {
+                    queued: u32::try_from(queued).unwrap_or(u32::MAX),
+                });
+            }
+            Err(TrySendError::Disconnected(_)) => {
+                return Err(internal("runtime workers have stopped".into()))
+            }
+        }
+        drop(self);
+        rx.await
+            .unwrap_or_else(|_| Err(internal("runtime worker stopped".into())))
+    }
+
+    fn run_here(&self) -> Result<Vec<Tensor>, ServeError> {
         tokio::task::block_in_place(|| {
             let start = now();
             if start >= self.deadline {
@@ -229,15 +275,16 @@ impl InlineRun {
 
 impl Drop for InlineRun {
     fn drop(&mut self) {
-        self.shared.queued.fetch_sub(1, Ordering::Relaxed);
-        self.shared.slots.give();
+        if self.counted {
+            self.shared.queued.fetch_sub(1, Ordering::Relaxed);
+        }
     }
 }
 
 impl Admitted {
     async fn wait(self) -> Result<Vec<Tensor>, ServeError> {
         match self {
-            Self::Inline(run) => run.run(),
+            Self::Inline(run) => run.wait().await,
             Self::Queued(rx) => rx
                 .await
                 .unwrap_or_else(|_| Err(internal("runtime worker stopped".into()))),
@@ -245,12 +292,14 @@ impl Admitted {
     }
 }
 
-/// Whether the calling thread may block to run a model: a worker thread of a multi-threaded
-/// tokio runtime, which can move its other tasks away (`block_in_place` panics on a
-/// current-thread runtime, and would stall a `block_on` caller's other futures).
+/// Whether the calling thread may block to run a model: a task of a multi-threaded tokio
+/// runtime, whose worker can move its other tasks away. Not a current-thread runtime
+/// (`block_in_place` panics there), and not a `block_on` future (not a task: its other
+/// futures would stall).
 fn may_block_here() -> bool {
-    tokio::runtime::Handle::try_current()
-        .is_ok_and(|h| h.runtime_flavor() == tokio::runtime::RuntimeFlavor::MultiThread)
+    tokio::task::try_id().is_some()
+        && tokio::runtime::Handle::try_current()
+            .is_ok_and(|h| h.runtime_flavor() == tokio::runtime::RuntimeFlavor::MultiThread)
 }
 
 /// A provider's models and its pool of workers.
@@ -406,7 +455,7 @@ impl Runtime {
         deadline: Instant,
         now: Instant,
     ) -> impl Future<Output = Result<Vec<Tensor>, ServeError>> + Send + 'static {
-        let admitted = self.admit(model, inputs, deadline, now, may_block_here());
+        let admitted = self.admit(model, inputs, deadline, now, true);
         async move { admitted?.wait().await }
     }
 
@@ -437,17 +486,15 @@ impl Runtime {
                 busy(queued)
             });
         }
-        if inline
-            && model.batch_max() <= 1
-            && queued < self.config.workers
-            && self.shared.slots.try_take()
-        {
+        if inline && runs_inline(model) && queued < self.config.workers {
             return Ok(Admitted::Inline(InlineRun {
                 model: Arc::clone(model),
                 stats: Arc::clone(stats),
                 inputs,
                 deadline,
                 shared: Arc::clone(&self.shared),
+                queue: self.queue.clone(),
+                counted: true,
             }));
         }
         let (reply, rx) = oneshot::channel();
@@ -506,13 +553,20 @@ fn zero_inputs(model: &Model) -> Vec<Tensor> {
         .collect()
 }
 
-/// Warm states for inline runs: `n` per unbatched model, each run once.
+/// Whether requests for `model` may run on their caller's thread: unbatched (a batch is gathered
+/// by a worker) and on the CPU (a GPU backend keeps per-thread streams and scratch, so its
+/// states stay on the worker threads).
+fn runs_inline(model: &Model) -> bool {
+    model.batch_max() <= 1 && model.backend() == crate::backend::Backend::Cpu
+}
+
+/// Warm states for inline runs: `n` per model that may run inline, each run once.
 fn inline_states(
     models: &HashMap<ModelHash, (Arc<Model>, Arc<ModelStats>)>,
     n: usize,
 ) -> HashMap<ModelHash, Vec<ModelState>> {
     let mut states = HashMap::new();
-    for (model, _) in models.values().filter(|(m, _)| m.batch_max() <= 1) {
+    for (model, _) in models.values().filter(|(m, _)| runs_inline(m)) {
         let zeros = zero_inputs(model);
         let warm: Vec<ModelState> = (0..n)
             .filter_map(|_| {
@@ -574,8 +628,9 @@ fn worker(
         let (jobs, stats, next) = gather(rx, first, batch_window);
         held = next;
         shared.slots.take();
+        let slot = SlotHeld(&shared.slots);
         let results = run_jobs(&jobs, &stats, &mut states, true);
-        shared.slots.give();
+        drop(slot);
         shared.queued.fetch_sub(jobs.len(), Ordering::Relaxed);
         for (job, result) in jobs.into_iter().zip(results) {
             let _ = job.reply.send(result);

@@ -338,10 +338,10 @@ async fn service_percentiles_come_from_the_runs_themselves() {
 }
 
 /// On a provider's multi-threaded tokio runtime, a request with a free slot runs on the calling
-/// thread: same answer as the model run directly, counted in the runtime's figures, and the
-/// slot comes back however the request ends (run, or dropped before it ran).
+/// thread: same answer as the model run directly, counted in the runtime's figures; one that is
+/// admitted but not yet polled holds no slot, and dropped unrun leaves the queue's count.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_request_with_a_free_slot_runs_on_the_calling_thread_and_gives_its_slot_back() {
+async fn a_request_with_a_free_slot_runs_on_the_calling_thread_and_an_unpolled_one_holds_no_slot() {
     let model = blazeface();
     let image = vision::decode_image(zoo::ASTRONAUT_PNG).unwrap();
     let input = vision::blazeface_input(&image).unwrap();
@@ -357,21 +357,21 @@ async fn a_request_with_a_free_slot_runs_on_the_calling_thread_and_gives_its_slo
             let runs = runtime.service_percentiles(&hash).map_or(0, |p| p.runs);
             let answer = runtime.call(&hash, vec![input.clone()], far(), Instant::now());
             let outputs = answer.await.unwrap();
-            // Admitted (the only slot taken), then dropped unrun: the slot comes back.
-            let dropped = runtime.call(&hash, vec![input.clone()], far(), Instant::now());
+            // Admitted but not yet polled: counted, holding no slot, so a queued request
+            // still gets the worker thread (a held slot would keep it waiting).
+            let held = runtime.call(&hash, vec![input.clone()], far(), Instant::now());
             assert_eq!(runtime.queued(), 1);
-            drop(dropped);
-            assert_eq!(runtime.queued(), 0);
-            // The one slot is free again: a queued request gets the worker thread (a leaked
-            // slot would keep it waiting).
             let rx = runtime
                 .submit(&hash, vec![input], far(), Instant::now())
                 .unwrap();
             tokio::time::timeout(Duration::from_secs(10), rx)
                 .await
-                .expect("the worker got the slot back")
+                .expect("the worker got the slot")
                 .unwrap()
                 .unwrap();
+            // Dropped unrun: out of the count, and never run.
+            drop(held);
+            assert_eq!(runtime.queued(), 0);
             assert_eq!(runtime.service_percentiles(&hash).unwrap().runs, runs + 2);
             outputs
         }
