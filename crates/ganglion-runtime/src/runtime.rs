@@ -222,28 +222,20 @@ impl InlineRun {
             drop(slot);
             return result;
         }
-        let (reply, rx) = oneshot::channel();
-        let job = Job {
-            model: Arc::clone(&self.model),
-            inputs: std::mem::take(&mut self.inputs),
-            deadline: self.deadline,
-            reply,
-        };
-        match self.queue.try_send((job, Arc::clone(&self.stats))) {
-            Ok(()) => self.counted = false,
-            Err(TrySendError::Full(_)) => {
-                let queued = self.shared.queued.load(Ordering::Relaxed);
-                return Err(ServeError::Busy {
-                    queued: u32::try_from(queued).unwrap_or(u32::MAX),
-                });
-            }
-            Err(TrySendError::Disconnected(_)) => {
-                return Err(internal("runtime workers have stopped".into()))
-            }
-        }
+        let inputs = std::mem::take(&mut self.inputs);
+        let queued = self.shared.queued.load(Ordering::Relaxed);
+        // On an error this run is still counted, and its drop takes it out.
+        let rx = enqueue(
+            &self.queue,
+            &self.model,
+            &self.stats,
+            inputs,
+            self.deadline,
+            queued,
+        )?;
+        self.counted = false;
         drop(self);
-        rx.await
-            .unwrap_or_else(|_| Err(internal("runtime worker stopped".into())))
+        answer(rx).await
     }
 
     fn run_here(&self) -> Result<Vec<Tensor>, ServeError> {
@@ -285,11 +277,43 @@ impl Admitted {
     async fn wait(self) -> Result<Vec<Tensor>, ServeError> {
         match self {
             Self::Inline(run) => run.wait().await,
-            Self::Queued(rx) => rx
-                .await
-                .unwrap_or_else(|_| Err(internal("runtime worker stopped".into()))),
+            Self::Queued(rx) => answer(rx).await,
         }
     }
+}
+
+/// Hands a job to the worker threads (the caller keeps `queued` right: counted before, and out
+/// of the count again if this fails).
+fn enqueue(
+    queue: &mpsc::SyncSender<(Job, Arc<ModelStats>)>,
+    model: &Arc<Model>,
+    stats: &Arc<ModelStats>,
+    inputs: Vec<Tensor>,
+    deadline: Instant,
+    queued: usize,
+) -> Result<oneshot::Receiver<Result<Vec<Tensor>, ServeError>>, ServeError> {
+    let (reply, rx) = oneshot::channel();
+    let job = Job {
+        model: Arc::clone(model),
+        inputs,
+        deadline,
+        reply,
+    };
+    match queue.try_send((job, Arc::clone(stats))) {
+        Ok(()) => Ok(rx),
+        Err(TrySendError::Full(_)) => Err(ServeError::Busy {
+            queued: u32::try_from(queued).unwrap_or(u32::MAX),
+        }),
+        Err(TrySendError::Disconnected(_)) => Err(internal("runtime workers have stopped".into())),
+    }
+}
+
+/// A worker's answer to a queued job.
+async fn answer(
+    rx: oneshot::Receiver<Result<Vec<Tensor>, ServeError>>,
+) -> Result<Vec<Tensor>, ServeError> {
+    rx.await
+        .unwrap_or_else(|_| Err(internal("runtime worker stopped".into())))
 }
 
 /// Whether the calling thread may block to run a model: a task of a multi-threaded tokio
@@ -497,22 +521,11 @@ impl Runtime {
                 counted: true,
             }));
         }
-        let (reply, rx) = oneshot::channel();
-        let job = Job {
-            model: Arc::clone(model),
-            inputs,
-            deadline,
-            reply,
-        };
-        match self.queue.try_send((job, Arc::clone(stats))) {
-            Ok(()) => Ok(Admitted::Queued(rx)),
-            Err(TrySendError::Full(_)) => {
+        match enqueue(&self.queue, model, stats, inputs, deadline, queued) {
+            Ok(rx) => Ok(Admitted::Queued(rx)),
+            Err(e) => {
                 self.shared.queued.fetch_sub(1, Ordering::Relaxed);
-                Err(busy(queued))
-            }
-            Err(TrySendError::Disconnected(_)) => {
-                self.shared.queued.fetch_sub(1, Ordering::Relaxed);
-                Err(internal("runtime workers have stopped".into()))
+                Err(e)
             }
         }
     }
