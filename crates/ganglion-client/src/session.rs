@@ -708,6 +708,11 @@ impl Inner {
             };
             // Links deliver only answers that passed their checks (signature, claim, shapes).
             match outcome {
+                // An answer that was waiting when this task ran past the deadline (a late
+                // wake-up finds it beside the expired timer) is still too late for the caller.
+                Outcome::Done(_) if clock::now() > deadline => {
+                    return Err(RequestError::DeadlineMissed(deadline_in));
+                }
                 Outcome::Done(done) => {
                     if let Some((inputs, sink)) = sampled.take() {
                         let sample = Sample {

@@ -2,6 +2,7 @@
 //! dies, and rejection of answers that do not check out.
 #![allow(clippy::disallowed_methods, clippy::unwrap_used)] // tests read the clock and unwrap
 
+use std::future::Future;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
@@ -404,4 +405,29 @@ async fn soft_deadlines_hedge_after_the_first_providers_p95() {
             .await
             .unwrap_or_else(|e| panic!("request {i} after the kill: {e}"));
     }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_answer_the_caller_only_reaches_after_the_deadline_is_a_miss() {
+    let providers: Vec<Isolated> = (0..2).map(|_| Isolated::start()).collect();
+    let session = robot(
+        echo_config(2, 150),
+        providers.iter().map(|p| p.addr).collect(),
+    )
+    .await;
+    // In time, the echo answers within a few milliseconds.
+    session.request(vec![bytes(64)]).await.unwrap();
+    // The request goes out on its first poll; then this task's thread is held past the
+    // deadline (a robot whose CPU was taken), while the answers arrive on the other worker.
+    let mut request = std::pin::pin!(session.request(vec![bytes(64)]));
+    let first = std::future::poll_fn(|cx| std::task::Poll::Ready(request.as_mut().poll(cx))).await;
+    assert!(first.is_pending());
+    std::thread::sleep(Duration::from_millis(300));
+    match request.await {
+        Err(RequestError::DeadlineMissed(d)) => assert_eq!(d, Duration::from_millis(150)),
+        other => panic!("an answer reached after its deadline must be a miss: {other:?}"),
+    }
+    // The providers did nothing wrong: the next request is answered.
+    session.request(vec![bytes(64)]).await.unwrap();
+    assert!(session.status().down.is_empty(), "{:?}", session.status());
 }

@@ -5,7 +5,10 @@
 //!   session the checker opens and pays for like a robot. The answer's signature must cover the
 //!   input, so its round trip is a proof of location (`ganglion_verify::location`); the answer
 //!   is re-run here and compared, so probes verify too (a wrong one is confirmed like a
-//!   sample's).
+//!   sample's). Each probe of a round starts at its own random moment in the round's first
+//!   half: all at once they would land as one burst of inferences on the providers and on this
+//!   checker's re-runs (delaying the robots' requests beside them), and at a moment a provider
+//!   could learn to expect.
 //! - **Samples** from robots (their inputs and every provider's signed answer, on this
 //!   checker's QUIC endpoint): re-run once, each answer compared within the tolerance. A wrong
 //!   answer becomes signed [`Evidence`] (kept in memory, and written to the evidence folder
@@ -501,7 +504,9 @@ impl Checker {
                 continue;
             };
             let this = Arc::clone(self);
+            let wait = probe_offset(self.config.probe_every / 2);
             round.spawn(async move {
+                tokio::time::sleep(wait).await;
                 let probe = this.probe(&target, model).await;
                 this.stats.probes.fetch_add(1, Ordering::Relaxed);
                 if probe.answered {
@@ -977,9 +982,32 @@ pub async fn recheck(evidence: &SignedEvidence, runtime: &Runtime) -> Result<Str
     }
 }
 
+/// A random moment within `spread`, at which one probe of a round starts (none without OS
+/// randomness).
+fn probe_offset(spread: Duration) -> Duration {
+    let mut random = [0u8; 8];
+    if getrandom::getrandom(&mut random).is_err() {
+        return Duration::ZERO;
+    }
+    let micros = u64::try_from(spread.as_micros()).unwrap_or(u64::MAX);
+    Duration::from_micros(u64::from_le_bytes(random) % micros.max(1))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn probes_of_a_round_start_at_spread_out_moments_within_the_spread() {
+        let spread = Duration::from_millis(500);
+        let offsets: Vec<Duration> = (0..64).map(|_| probe_offset(spread)).collect();
+        assert!(offsets.iter().all(|o| *o < spread), "{offsets:?}");
+        // Not one burst: both halves of the spread get probes (all 64 in one half by chance:
+        // 2 in 2^64).
+        let early = offsets.iter().filter(|o| **o < spread / 2).count();
+        assert!(early > 0 && early < offsets.len(), "{offsets:?}");
+        assert_eq!(probe_offset(Duration::ZERO), Duration::ZERO);
+    }
 
     #[test]
     fn correct_checks_do_not_wash_out_a_wrong_answer_until_it_expires() {

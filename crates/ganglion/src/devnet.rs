@@ -42,6 +42,11 @@ pub struct Args {
     /// Frames each robot sends per second.
     #[arg(long, default_value_t = 10.0)]
     rate_hz: f64,
+    /// Every robot sends its frames at the same instants (the worst case: all copies of all
+    /// robots arrive together). By default the robots' cameras are not in step: their frames
+    /// are spread evenly over the frame period.
+    #[arg(long)]
+    in_step: bool,
     /// How long robots send frames.
     #[arg(long, default_value_t = 20.0)]
     duration_s: f64,
@@ -590,13 +595,23 @@ pub fn run(args: Args) -> anyhow::Result<()> {
             duration,
             inputs: Arc::new(inputs),
             trace: None,
+            phase: Duration::ZERO,
         };
         let drives: Vec<_> = sessions
             .iter()
-            .map(|s| {
+            .enumerate()
+            .map(|(r, s)| {
+                let phase = if args.in_step {
+                    Duration::ZERO
+                } else {
+                    plan.spread(r, sessions.len())
+                };
                 tokio::spawn(nodes::drive(
                     Arc::clone(s),
-                    plan.clone(),
+                    Drive {
+                        phase,
+                        ..plan.clone()
+                    },
                     Arc::clone(&tally),
                 ))
             })

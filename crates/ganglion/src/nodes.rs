@@ -593,6 +593,7 @@ pub fn robot(args: RobotArgs) -> anyhow::Result<()> {
             duration: Duration::from_secs_f64(args.duration_s),
             inputs: Arc::new(inputs),
             trace: trace.clone(),
+            phase: Duration::ZERO,
         };
         let watcher = trace
             .clone()
@@ -675,11 +676,23 @@ pub struct Drive {
     pub inputs: Arc<Vec<Tensor>>,
     /// Every request's fate with its time, for `--trace`.
     pub trace: Option<Arc<crate::trace::Trace>>,
+    /// Wait before the first frame: robots whose cameras are not in step start at different
+    /// points of the frame period.
+    pub phase: Duration,
+}
+
+impl Drive {
+    /// The phase of robot `index` of `robots`: their frames spread evenly over one period.
+    pub fn spread(&self, index: usize, robots: usize) -> Duration {
+        let period = 1.0 / self.rate_hz;
+        Duration::from_secs_f64(period * index as f64 / robots.max(1) as f64)
+    }
 }
 
 /// Sends one frame per tick for the duration (each request in its own task, so a slow answer
 /// never delays the next frame), then waits for the last answers. Returns the time taken.
 pub async fn drive(session: Arc<Session>, plan: Drive, tally: Arc<Tally>) -> Duration {
+    tokio::time::sleep(plan.phase).await;
     let started = Instant::now();
     let mut tick = tokio::time::interval(Duration::from_secs_f64(1.0 / plan.rate_hz));
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
