@@ -59,10 +59,9 @@ async fn forward(
             stats.dropped.fetch_add(1, Ordering::Relaxed);
             continue;
         }
-        let mut bytes = [0u8; 8];
-        let _ = getrandom::getrandom(&mut bytes);
         turn = turn.wrapping_add(1);
-        let start = (u64::from_le_bytes(bytes) ^ turn) as usize % known.len();
+        let random = ganglion_types::random_u64().unwrap_or(0);
+        let start = (random ^ turn) as usize % known.len();
         let frame = ToChecker::Sample(sample);
         // The chosen checker first, then the others, until one takes it.
         let mut sent = false;

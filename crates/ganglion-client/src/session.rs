@@ -708,11 +708,6 @@ impl Inner {
             };
             // Links deliver only answers that passed their checks (signature, claim, shapes).
             match outcome {
-                // An answer that was waiting when this task ran past the deadline (a late
-                // wake-up finds it beside the expired timer) is still too late for the caller.
-                Outcome::Done(_) if clock::now() > deadline => {
-                    return Err(RequestError::DeadlineMissed(deadline_in));
-                }
                 Outcome::Done(done) => {
                     if let Some((inputs, sink)) = sampled.take() {
                         let sample = Sample {
@@ -728,6 +723,12 @@ impl Inner {
                         self.sampled.fetch_add(1, Ordering::Relaxed);
                         let rest = outstanding.saturating_sub(1);
                         tokio::spawn(collect_sample(rx, deadline, rest, sample, sink));
+                    }
+                    // An answer that was waiting when this task ran past the deadline (a late
+                    // wake-up finds it beside the expired timer) is too late for the caller; it
+                    // was paid and may still be checked (the sample above), like any answer.
+                    if clock::now() > deadline {
+                        return Err(RequestError::DeadlineMissed(deadline_in));
                     }
                     return Ok(Answered {
                         request: id,
@@ -767,10 +768,8 @@ impl Inner {
         let mut sampling = self.sampling.lock().ok()?;
         let (sampler, sink) = sampling.as_mut()?;
         let random = || {
-            let mut bytes = [0u8; 8];
             // Without OS randomness, the request counter still moves the pick around.
-            let _ = getrandom::getrandom(&mut bytes);
-            u64::from_le_bytes(bytes) ^ self.next_request.load(Ordering::Relaxed)
+            ganglion_types::random_u64().unwrap_or(0) ^ self.next_request.load(Ordering::Relaxed)
         };
         sampler
             .take(random)

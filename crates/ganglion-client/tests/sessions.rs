@@ -417,8 +417,9 @@ async fn an_answer_the_caller_only_reaches_after_the_deadline_is_a_miss() {
     .await;
     // In time, the echo answers within a few milliseconds.
     session.request(vec![bytes(64)]).await.unwrap();
-    // The request goes out on its first poll; then this task's thread is held past the
-    // deadline (a robot whose CPU was taken), while the answers arrive on the other worker.
+    // The request goes out on its first poll; then the thread driving it is held past the
+    // deadline (a robot whose CPU was taken), while the answers arrive on the runtime's
+    // workers.
     let mut request = std::pin::pin!(session.request(vec![bytes(64)]));
     let first = std::future::poll_fn(|cx| std::task::Poll::Ready(request.as_mut().poll(cx))).await;
     assert!(first.is_pending());

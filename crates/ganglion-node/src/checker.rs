@@ -485,6 +485,7 @@ impl Checker {
         self.prune(&targets);
         // What each provider has had, once per round (not once per provider).
         let paid = self.paid();
+        let round_start = clock::now();
         let mut round = tokio::task::JoinSet::new();
         for target in targets.into_iter().filter(|t| t.id != self.key.id()) {
             // A provider asking more than a probe may cost, or that has had all this checker
@@ -504,10 +505,16 @@ impl Checker {
                 continue;
             };
             let this = Arc::clone(self);
-            let wait = probe_offset(self.config.probe_every / 2);
+            // Spread over what the interval leaves after a probe's timeout, so that a round
+            // with live sessions still ends within its interval.
+            let start_at = round_start
+                + probe_offset(
+                    self.config
+                        .probe_every
+                        .saturating_sub(self.config.probe_timeout),
+                );
             round.spawn(async move {
-                tokio::time::sleep(wait).await;
-                let probe = this.probe(&target, model).await;
+                let probe = this.probe(&target, model, start_at).await;
                 this.stats.probes.fetch_add(1, Ordering::Relaxed);
                 if probe.answered {
                     this.stats.probes_answered.fetch_add(1, Ordering::Relaxed);
@@ -530,8 +537,14 @@ impl Checker {
         while round.join_next().await.is_some() {}
     }
 
-    /// One probe: a fresh random input, timed from sending to the signed answer, then re-run.
-    async fn probe(self: &Arc<Self>, target: &Target, model: ModelHash) -> Probe {
+    /// One probe: a fresh random input sent at `start_at` (or once the session is open, if
+    /// that is later), timed from sending to the signed answer, then re-run.
+    async fn probe(
+        self: &Arc<Self>,
+        target: &Target,
+        model: ModelHash,
+        start_at: Instant,
+    ) -> Probe {
         let failed = Probe {
             answered: false,
             on_time: false,
@@ -544,6 +557,7 @@ impl Checker {
         let Ok(Some(link)) = opened else {
             return failed;
         };
+        tokio::time::sleep_until(start_at.into()).await;
         let Some(inputs) = self.random_inputs(&model) else {
             return failed;
         };
@@ -855,10 +869,9 @@ impl Checker {
         let mut peers: Vec<ProviderAddr> =
             (self.peers)().into_iter().filter(|p| p.id != me).collect();
         // A random other checker first, then the rest, each given a few seconds.
-        let mut random = [0u8; 8];
-        let _ = getrandom::getrandom(&mut random);
         if !peers.is_empty() {
-            let start = (u64::from_le_bytes(random) % peers.len() as u64) as usize;
+            let random = ganglion_types::random_u64().unwrap_or(0);
+            let start = (random % peers.len() as u64) as usize;
             peers.rotate_left(start);
         }
         let frame = ToChecker::Confirm(sample);
@@ -982,15 +995,19 @@ pub async fn recheck(evidence: &SignedEvidence, runtime: &Runtime) -> Result<Str
     }
 }
 
-/// A random moment within `spread`, at which one probe of a round starts (none without OS
-/// randomness).
+/// A random moment within `spread`, at which one probe of a round starts (without OS
+/// randomness, the clock's nanoseconds: still spread, if less unpredictable).
 fn probe_offset(spread: Duration) -> Duration {
-    let mut random = [0u8; 8];
-    if getrandom::getrandom(&mut random).is_err() {
-        return Duration::ZERO;
-    }
+    let random = ganglion_types::random_u64().unwrap_or_else(|| {
+        u64::from(
+            std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .unwrap_or_default()
+                .subsec_nanos(),
+        )
+    });
     let micros = u64::try_from(spread.as_micros()).unwrap_or(u64::MAX);
-    Duration::from_micros(u64::from_le_bytes(random) % micros.max(1))
+    Duration::from_micros(random % micros.max(1))
 }
 
 #[cfg(test)]

@@ -14,6 +14,14 @@ use serde::{Deserialize, Serialize};
 const MULTICODEC_ED25519_PUB: [u8; 2] = [0xed, 0x01];
 const DID_KEY_PREFIX: &str = "did:key:z";
 
+/// A random number from the operating system, or `None` where it has none to give (callers
+/// that only spread or shuffle things fall back to something of their own).
+pub fn random_u64() -> Option<u64> {
+    let mut bytes = [0u8; 8];
+    getrandom::getrandom(&mut bytes).ok()?;
+    Some(u64::from_le_bytes(bytes))
+}
+
 /// A node's secret key. Never serialised by this crate; persistence is the binary's job.
 pub struct NodeKey(SigningKey);
 

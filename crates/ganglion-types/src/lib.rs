@@ -38,7 +38,7 @@ pub mod wire;
 pub use accel::{Accelerator, AcceleratorClass};
 pub use envelope::{Envelope, EnvelopeError, Message, MessageKind, ReplayGuard};
 pub use geo::Coordinates;
-pub use id::{NodeId, NodeKey, PublicKey, Signature};
+pub use id::{random_u64, NodeId, NodeKey, PublicKey, Signature};
 pub use model::ModelHash;
 pub use money::MicroTokens;
 pub use tensor::{DType, Tensor};

@@ -760,3 +760,24 @@ pub async fn print_progress(
 pub fn fresh_key() -> Arc<NodeKey> {
     Arc::new(NodeKey::generate())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn robots_not_in_step_start_evenly_over_one_frame_period() {
+        let plan = Drive {
+            rate_hz: 10.0,
+            duration: Duration::from_secs(1),
+            inputs: Arc::new(Vec::new()),
+            trace: None,
+            phase: Duration::ZERO,
+        };
+        let phases: Vec<u128> = (0..4).map(|r| plan.spread(r, 4).as_micros()).collect();
+        assert_eq!(phases, [0, 25_000, 50_000, 75_000]);
+        // One robot (and a degenerate count) starts at once.
+        assert_eq!(plan.spread(0, 1), Duration::ZERO);
+        assert_eq!(plan.spread(0, 0), Duration::ZERO);
+    }
+}

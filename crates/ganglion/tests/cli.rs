@@ -616,8 +616,6 @@ fn devnet_checkers_flag_a_wrong_provider_and_a_dead_one_and_their_evidence_reche
         // the kill may land just as the wrong one is excluded: k=2 survives one loss at a time,
         // so a third provider per session keeps every request answered through both.
         .args(["--redundancy", "3"])
-        // The robots' frames together, the worst case for the providers' queues.
-        .arg("--in-step")
         .arg("--json")
         .arg(&json)
         .output()
