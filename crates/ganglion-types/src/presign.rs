@@ -53,7 +53,6 @@ impl Drop for Nonce {
 /// Signs with precomputed nonces (see the module notes).
 pub struct Presigner {
     secret: ExpandedSecretKey,
-    public: [u8; 32],
     verifying: VerifyingKey,
     pool: Mutex<Vec<Nonce>>,
     low: Condvar,
@@ -79,7 +78,6 @@ impl Presigner {
         let seed = Zeroizing::new(signing.to_bytes());
         Self {
             secret: ExpandedSecretKey::from(&*seed),
-            public: signing.verifying_key().to_bytes(),
             verifying: signing.verifying_key(),
             pool: Mutex::new(Vec::with_capacity(capacity)),
             low: Condvar::new(),
@@ -90,7 +88,7 @@ impl Presigner {
 
     /// The identity whose signatures this makes.
     pub fn id(&self) -> NodeId {
-        NodeId::from_bytes(self.public)
+        NodeId::from_bytes(self.verifying.to_bytes())
     }
 
     /// Nonces ready in the pool.
@@ -167,7 +165,7 @@ impl Presigner {
         let k = wide_scalar(
             Sha512::new()
                 .chain_update(nonce.commitment)
-                .chain_update(self.public)
+                .chain_update(self.verifying.as_bytes())
                 .chain_update(&bytes),
         );
         let s = k * self.secret.scalar + nonce.r;

@@ -852,3 +852,22 @@ fn placement(gpus: u64, sites: usize, samples: usize, seed: u64) -> anyhow::Resu
     );
     Ok(lines)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_24_orders_are_every_order_of_four_once() {
+        let mut seen: Vec<[usize; 4]> = (0..24).map(nth_order).collect();
+        for order in &seen {
+            let mut sorted = *order;
+            sorted.sort_unstable();
+            assert_eq!(sorted, [0, 1, 2, 3], "{order:?} is not an order of 0..4");
+        }
+        seen.sort_unstable();
+        seen.dedup();
+        assert_eq!(seen.len(), 24);
+        assert_eq!(nth_order(24), nth_order(0));
+    }
+}
