@@ -9,8 +9,8 @@
 //! in a task on a multi-threaded tokio runtime (where a provider handles its requests), runs on
 //! that thread (`block_in_place`: the runtime moves its other tasks to another thread first)
 //! instead of being handed to a worker thread. The hand-off costs two thread wake-ups and runs the model
-//! on a core whose caches do not hold the request: 12-20 % of a BlazeFace inference on the
-//! development machine (`ganglion bench runtime`, "via a worker"). Worker threads and such
+//! on a core whose caches do not hold the request: 4-10 % of a BlazeFace inference on the
+//! development machine (`ganglion bench runtime`, the "via a worker" line). Worker threads and such
 //! inline runs share `workers` slots, so no more than `workers` inferences run at once.
 
 use std::collections::HashMap;
