@@ -8,6 +8,8 @@
 //! file afresh (then run the contracts' tests: they must still pass).
 #![allow(clippy::unwrap_used)]
 
+use std::path::PathBuf;
+
 use ganglion_types::pay::{Address, Binding, Domain, PayKey, Voucher};
 use ganglion_types::{MicroTokens, NodeKey};
 
@@ -79,17 +81,21 @@ fn fixture() -> String {
 
 #[test]
 fn vouchers_and_bindings_signed_here_are_the_ones_the_contracts_redeem() {
-    let path = concat!(
-        env!("CARGO_MANIFEST_DIR"),
-        "/../../contracts/test/fixtures/rust-signed.json"
-    );
+    // The runner's CARGO_MANIFEST_DIR first: a reused target folder may hold this binary as
+    // another checkout built it, and the compile-time path would read that checkout's fixture.
+    let package = std::env::var_os("CARGO_MANIFEST_DIR")
+        .map_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")), PathBuf::from);
+    let path = package.join("../../contracts/test/fixtures/rust-signed.json");
     let made = fixture();
     if std::env::var_os("GANGLION_WRITE_FIXTURES").is_some() {
-        std::fs::write(path, &made).unwrap();
+        std::fs::write(&path, &made).unwrap();
     }
-    let committed = std::fs::read_to_string(path).unwrap_or_default();
+    let committed = std::fs::read_to_string(&path)
+        .unwrap_or_else(|e| panic!("cannot read the contracts' fixture {}: {e}", path.display()));
     assert_eq!(
-        committed, made,
-        "the signed formats changed: the contracts' fixture {path} no longer matches"
+        committed,
+        made,
+        "the signed formats changed: the contracts' fixture {} no longer matches",
+        path.display()
     );
 }
