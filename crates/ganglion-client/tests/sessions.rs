@@ -108,12 +108,16 @@ async fn every_request_is_answered_while_providers_die() {
     assert_eq!(standby, Some(providers[2].addr.id));
     assert_eq!(session.status().spares, 1);
 
+    // k = 2 survives one loss at a time: the second provider dies once the session has
+    // replaced the first (three misses and a sweep after the first death, ~0.3 s).
+    let mut second_death = None;
     for i in 0..300 {
         if i == 50 {
             providers[0].kill();
         }
-        if i == 150 {
+        if i >= 150 && second_death.is_none() && session.status().failovers == 1 {
             providers[1].kill();
+            second_death = Some(i);
         }
         let input = bytes(100 + i);
         let answer = session
@@ -129,6 +133,13 @@ async fn every_request_is_answered_while_providers_die() {
             );
         }
         tokio::time::sleep(Duration::from_millis(2)).await;
+    }
+    // The first failover came in time for the second death, with requests left after it.
+    assert!(second_death.is_some_and(|i| i < 200), "{second_death:?}");
+    // The second death is noticed by the misses of the requests sent since.
+    let noticed = tokio::time::Instant::now() + Duration::from_secs(5);
+    while session.status().failovers < 2 && tokio::time::Instant::now() < noticed {
+        tokio::time::sleep(Duration::from_millis(10)).await;
     }
     let status = session.status();
     assert_eq!(status.failovers, 2, "{status:?}");
