@@ -674,7 +674,9 @@ fn devnet_checkers_flag_a_wrong_provider_and_a_dead_one_and_their_evidence_reche
     assert!(checkers > 0, "{report}");
     // The ledgers are read from the devnet's memory. Every live provider holds exactly what
     // was signed to it. The killed one may have died with the last voucher of each payer
-    // (two robots, two checkers) still on its way, each for at most the market's top price.
+    // (two robots, two checkers) still on its way, each for at most the market's top price
+    // (the devnet's `market::MAX_PRICE`).
+    const TOP_PRICE_MICRO: u64 = 1_000;
     let (mut signed_total, mut held) = (0, 0);
     for line in report["providers"].as_array().unwrap() {
         let signed = line["robots_signed_micro"].as_u64().unwrap();
@@ -683,7 +685,7 @@ fn devnet_checkers_flag_a_wrong_provider_and_a_dead_one_and_their_evidence_reche
         held += holds;
         if line["killed"].as_bool() == Some(true) {
             assert!(holds <= signed, "{report}");
-            assert!(signed - holds <= 4 * 1_000, "{report}");
+            assert!(signed - holds <= 4 * TOP_PRICE_MICRO, "{report}");
         } else {
             assert_eq!(holds, signed, "{report}");
         }
